@@ -14,7 +14,7 @@ public static class Cli
     public static RootCommand BuildRoot(TextWriter stdout, TextWriter stderr)
     {
         var root = new RootCommand("Pregate: run Mixture-of-Experts models bigger than fast memory, fast.");
-        foreach (var c in Commands.All(stdout, stderr)) root.Subcommands.Add(c);
+        foreach (var c in CommandList.All(stdout, stderr)) root.Subcommands.Add(c);
         return root;
     }
 

@@ -38,7 +38,7 @@ public sealed record ModelConfig
     public required int ExpertFfn { get; init; }
     /// <summary>Width of the always-on shared expert (Qwen2-MoE), 0 when there is none.</summary>
     public int SharedExpertFfn { get; init; }
-    /// <summary>Renormalise the top-k router weights to sum to 1 (Mixtral and Qwen3-MoE: true; Qwen2-MoE and OLMoE: false).</summary>
+    /// <summary>Renormalise the top-k router weights to sum to 1 (Mixtral always; Qwen2-MoE, Qwen3-MoE and OLMoE per their norm_topk_prob, e.g. Qwen3-30B-A3B true, OLMoE false).</summary>
     public required bool NormTopKProb { get; init; }
     public required float RmsNormEps { get; init; }
     public required float RopeTheta { get; init; }

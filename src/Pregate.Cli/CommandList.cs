@@ -1,12 +1,14 @@
 // The list of subcommands; each lives in its own file under Commands/.
 using System.CommandLine;
+using Pregate.Cli.Commands;
 
 namespace Pregate.Cli;
 
-internal static class Commands
+internal static class CommandList
 {
     public static IEnumerable<Command> All(TextWriter stdout, TextWriter stderr)
     {
-        yield break;
+        yield return InspectCommand.Create(stdout);
+        yield return SynthCommand.Create(stdout, stderr);
     }
 }
