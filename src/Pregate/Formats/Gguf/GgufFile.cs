@@ -101,7 +101,7 @@ public sealed unsafe class GgufFile : IDisposable
         const int minKvBytes = 8 + 4 + 1, minTensorInfoBytes = 8 + 4 + 8 + 4 + 8;
         if (kvCount > (ulong)(r.Remaining / minKvBytes))
             throw new ModelFormatException(path, $"metadata count {kvCount} cannot fit in the {r.Remaining} bytes left after the header");
-        if (tensorCount > (ulong)(r.Remaining / minTensorInfoBytes))
+        if (tensorCount > (ulong)(r.Remaining / minTensorInfoBytes) || tensorCount > int.MaxValue)
             throw new ModelFormatException(path, $"tensor count {tensorCount} cannot fit in the {r.Remaining} bytes left after the header");
 
         var metadata = new OrderedDictionary<string, GgufValue>(StringComparer.Ordinal);
