@@ -14,7 +14,7 @@ internal sealed class ConsoleProgress(TextWriter err, string what, long total) :
 
     public void Report(long bytes)
     {
-        _done += bytes;
+        _done = bytes; // writers report a running total
         if (total < (64L << 20)) return; // small outputs finish before progress is worth printing
         int pct = (int)(100 * Math.Min(_done, total) / Math.Max(total, 1));
         long now = _clock.ElapsedMilliseconds;

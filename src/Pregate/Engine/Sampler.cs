@@ -71,7 +71,7 @@ public sealed class Sampler
         var ids = _ids.AsSpan();
         if (k < n) SelectTop(l, ids, k);
         var cand = ids[..k];
-        SortDescending(l, cand);
+        SortDescending(_logits, cand);
 
         // Softmax over the candidates (at temperature 1) for top-p and min-p, as llama.cpp does.
         float max = l[cand[0]];

@@ -52,7 +52,7 @@ public static class SyntheticModel
         {
             File.WriteAllText(Path.Combine(tmp, "config.json"), HfConfig.ToJson(c, o.WeightType));
             SynthVocab.Get(c).WriteHf(tmp, c);
-            SafetensorsWriter.WriteCheckpoint(tmp, tensors, MaxShardBytes, progress);
+            SafetensorsWriter.WriteCheckpoint(tmp, tensors, MaxShardBytes, bytesWritten: progress);
         });
     }
 
