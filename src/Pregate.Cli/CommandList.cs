@@ -10,5 +10,7 @@ internal static class CommandList
     {
         yield return InspectCommand.Create(stdout);
         yield return SynthCommand.Create(stdout, stderr);
+        yield return RunCommand.Create(stdout, stderr);
+        yield return LogitsCommand.Create(stdout);
     }
 }

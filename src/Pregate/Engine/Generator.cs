@@ -1,0 +1,145 @@
+// The prefill/decode loop: feeds the prompt, then samples token by token until EOS, a stop string or the token limit,
+// streaming text as it becomes complete.
+using System.Diagnostics;
+using System.Text;
+using Pregate.Formats.Tokenizers;
+using Pregate.Kernels;
+using Pregate.Models;
+
+namespace Pregate.Engine;
+
+/// <summary>What to generate. <see cref="MaxTokens"/> ≥ 1.</summary>
+public sealed record GenerationOptions
+{
+    public int MaxTokens { get; init; } = 128;
+    public SamplingOptions Sampling { get; init; } = new();
+    public IReadOnlyList<string> StopStrings { get; init; } = [];
+    /// <summary>Stop at the tokenizer's end-of-generation tokens.</summary>
+    public bool StopAtEos { get; init; } = true;
+}
+
+public enum FinishReason { Stop, Length }
+
+/// <summary>Outcome and timing of one generation.</summary>
+public sealed record GenerationResult(
+    string Text,
+    IReadOnlyList<int> Tokens,
+    int PromptTokens,
+    FinishReason FinishReason,
+    TimeSpan PrefillTime,
+    TimeSpan DecodeTime)
+{
+    public double PrefillTokensPerSecond => PromptTokens / Math.Max(PrefillTime.TotalSeconds, 1e-9);
+
+    /// <summary>Decode speed over the tokens after the first (the first comes from the prefill's logits).</summary>
+    public double DecodeTokensPerSecond => Math.Max(Tokens.Count - 1, 0) / Math.Max(DecodeTime.TotalSeconds, 1e-9);
+}
+
+/// <summary>Runs generations for one model on one sequence state.</summary>
+public sealed class Generator(MoeModel model, TextTokenizer tokenizer, InferenceState state, WorkerTeam? team)
+{
+    private readonly float[] _logits = new float[model.Config.VocabSize];
+
+    public MoeModel Model => model;
+    public TextTokenizer Tokenizer => tokenizer;
+    public InferenceState State => state;
+
+    /// <summary>Tokenizes <paramref name="prompt"/> (with BOS when the tokenizer asks for it) and generates.</summary>
+    public GenerationResult Generate(string prompt, GenerationOptions o, Action<string>? onText = null, CancellationToken cancel = default) =>
+        Generate(tokenizer.Encode(prompt, tokenizer.AddBosToken), o, onText, cancel);
+
+    /// <summary>
+    /// Starts a new sequence with <paramref name="promptIds"/> and generates up to <c>o.MaxTokens</c> tokens. Text is passed to
+    /// <paramref name="onText"/> as soon as it is complete and cannot be the start of a stop string.
+    /// </summary>
+    /// <exception cref="ArgumentException">Empty prompt, a prompt that does not fit the context, a bad token id or options.</exception>
+    public GenerationResult Generate(IReadOnlyList<int> promptIds, GenerationOptions o, Action<string>? onText = null, CancellationToken cancel = default)
+    {
+        if (o.MaxTokens < 1) throw new ArgumentException($"the number of tokens to generate must be at least 1, not {o.MaxTokens}");
+        if (promptIds.Count == 0) throw new ArgumentException("the prompt is empty: give at least one token");
+        if (promptIds.Count >= state.Context)
+            throw new ArgumentException($"the prompt has {promptIds.Count} tokens but the context holds {state.Context}; shorten the prompt or raise --ctx");
+        foreach (int id in promptIds)
+            if ((uint)id >= (uint)model.Config.VocabSize) throw new ArgumentException($"token id {id} is outside the vocabulary (0..{model.Config.VocabSize - 1})");
+        var sampler = new Sampler(o.Sampling, model.Config.VocabSize);
+
+        state.Reset();
+        var clock = Stopwatch.StartNew();
+        for (int i = 0; i < promptIds.Count; i++)
+            model.Forward(state, promptIds[i], i == promptIds.Count - 1 ? _logits : default, team);
+        var prefill = clock.Elapsed;
+
+        clock.Restart();
+        var history = new List<int>(promptIds);
+        var generated = new List<int>();
+        var decoder = tokenizer.CreateStreamDecoder(skipSpecialTokens: true);
+        var text = new StringBuilder();
+        var stops = new StopMatcher(o.StopStrings);
+        var finish = FinishReason.Length;
+        while (true)
+        {
+            cancel.ThrowIfCancellationRequested();
+            int next = sampler.Sample(_logits, history);
+            if (o.StopAtEos && tokenizer.IsEndOfGeneration(next)) { finish = FinishReason.Stop; break; }
+            generated.Add(next);
+            history.Add(next);
+            if (stops.Push(decoder.Append(next), text, onText)) { finish = FinishReason.Stop; break; }
+            if (generated.Count >= o.MaxTokens || state.Position >= state.Context) break;
+            model.Forward(state, next, _logits, team);
+        }
+        if (!stops.Matched) stops.Push(decoder.Flush(), text, onText);
+        stops.Finish(text, onText);
+        return new GenerationResult(text.ToString(), generated, promptIds.Count, finish, prefill, clock.Elapsed);
+    }
+}
+
+/// <summary>Holds back text that might begin a stop string; cuts the output at the first stop string.</summary>
+internal sealed class StopMatcher(IReadOnlyList<string> stops)
+{
+    private readonly StringBuilder _pending = new();
+
+    public bool Matched { get; private set; }
+
+    /// <summary>Adds decoded text; returns true when a stop string completed (text before it is emitted).</summary>
+    public bool Push(string piece, StringBuilder all, Action<string>? onText)
+    {
+        if (Matched || piece.Length == 0) return Matched;
+        _pending.Append(piece);
+        string p = _pending.ToString();
+        int cut = -1;
+        foreach (string s in stops)
+        {
+            if (s.Length == 0) continue;
+            int i = p.IndexOf(s, StringComparison.Ordinal);
+            if (i >= 0 && (cut < 0 || i < cut)) cut = i;
+        }
+        if (cut >= 0)
+        {
+            Emit(p[..cut], all, onText);
+            _pending.Clear();
+            Matched = true;
+            return true;
+        }
+        // Keep the longest suffix that is a prefix of some stop string.
+        int keep = 0;
+        foreach (string s in stops)
+            for (int n = Math.Min(s.Length - 1, p.Length); n > keep; n--)
+                if (p.AsSpan(p.Length - n).SequenceEqual(s.AsSpan(0, n))) { keep = n; break; }
+        Emit(p[..^keep], all, onText);
+        _pending.Clear().Append(p, p.Length - keep, keep);
+        return false;
+    }
+
+    public void Finish(StringBuilder all, Action<string>? onText)
+    {
+        if (!Matched) Emit(_pending.ToString(), all, onText);
+        _pending.Clear();
+    }
+
+    private static void Emit(string s, StringBuilder all, Action<string>? onText)
+    {
+        if (s.Length == 0) return;
+        all.Append(s);
+        onText?.Invoke(s);
+    }
+}
