@@ -232,7 +232,6 @@ public static unsafe partial class VecDot
     {
         var m4 = Vector256.Create((byte)0xF);
         var m2 = Vector256.Create((byte)3);
-        var m32s = Vector256.Create((byte)32);
         var acc = Vector256<float>.Zero;
         for (int i = 0; i < nb; i++)
         {
@@ -241,6 +240,11 @@ public static unsafe partial class VecDot
             byte* qh = w[i].Qh;
             sbyte* q8 = x[i].Qs;
             sbyte* sc = w[i].Scales;
+
+            // The −32 offset applied once per block: 32·Σ scale·bsum, lane k covering sub-blocks 2k and 2k+1.
+            var scales16 = Avx2.ConvertToVector256Int16(Sse2.LoadVector128(sc));
+            var q8sclsub = Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(Avx.LoadVector256(x[i].BSums), scales16), 5);
+
             var sumi = Vector256<int>.Zero;
             for (int j = 0; j < 2; j++, q4 += 64, qh += 32, q8 += 128, sc += 8)
             {
@@ -258,25 +262,25 @@ public static unsafe partial class VecDot
                 var q2 = (Avx2.ShiftRightLogical(q4bits1.AsUInt16(), 4).AsByte() & m4) | q4h2;
                 var q3 = (Avx2.ShiftRightLogical(q4bits2.AsUInt16(), 4).AsByte() & m4) | q4h3;
 
-                var p0 = Q6Part(q0, Avx.LoadVector256(q8), m32s, sc[0], sc[1]);
-                var p1 = Q6Part(q1, Avx.LoadVector256(q8 + 32), m32s, sc[2], sc[3]);
-                var p2 = Q6Part(q2, Avx.LoadVector256(q8 + 64), m32s, sc[4], sc[5]);
-                var p3 = Q6Part(q3, Avx.LoadVector256(q8 + 96), m32s, sc[6], sc[7]);
+                var p0 = Q6Part(q0, Avx.LoadVector256(q8), sc[0], sc[1]);
+                var p1 = Q6Part(q1, Avx.LoadVector256(q8 + 32), sc[2], sc[3]);
+                var p2 = Q6Part(q2, Avx.LoadVector256(q8 + 64), sc[4], sc[5]);
+                var p3 = Q6Part(q3, Avx.LoadVector256(q8 + 96), sc[6], sc[7]);
                 sumi = Avx2.Add(sumi, Avx2.Add(p0, p1));
                 sumi = Avx2.Add(sumi, Avx2.Add(p2, p3));
             }
+            sumi = Avx2.Subtract(sumi, q8sclsub);
             acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sumi), acc);
         }
         return HorizontalSum(acc);
     }
 
-    // Σ (q − 32)·q8 in pairs (maddubs(q, q8) − maddubs(32, q8)), then × the sub-block scales (first 16 bytes: s0, last 16: s1).
+    // Σ q·q8 in pairs (q the unsigned 6-bit value), times the sub-block scales (first 16 bytes: s0, last 16: s1).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Q6Part(Vector256<byte> q, Vector256<sbyte> q8, Vector256<byte> m32s, sbyte s0, sbyte s1)
+    private static Vector256<int> Q6Part(Vector256<byte> q, Vector256<sbyte> q8, sbyte s0, sbyte s1)
     {
-        var p16 = Avx2.Subtract(Avx2.MultiplyAddAdjacent(q, q8), Avx2.MultiplyAddAdjacent(m32s, q8));
         var scale = Vector256.Create(Vector128.Create((short)s0), Vector128.Create((short)s1));
-        return Avx2.MultiplyAddAdjacent(scale, p16);
+        return Avx2.MultiplyAddAdjacent(scale, Avx2.MultiplyAddAdjacent(q, q8));
     }
 
     internal static float Q6_KScalar(BlockQ6_K* w, BlockQ8_K* x, int nb)

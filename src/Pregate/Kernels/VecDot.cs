@@ -1,6 +1,8 @@
-// Float dot products of a weight row (F32, F16, BF16) with a float activation. The Vector256 body mirrors ggml's
-// ggml_vec_dot_f32 (GGML_F32_STEP 32: four 8-wide FMA accumulators, GGML_F32x8_REDUCE, leftovers summed in double);
-// Vector128 is the same shape 4 wide; the scalar version (ggml's non-SIMD path) is the reference the tests compare with.
+// Float dot products of a weight row (F32, F16, BF16) with a float activation. The Vector256 bodies mirror ggml-cpu's
+// vec.cpp: ggml_vec_dot_f32 (GGML_F32_STEP 32: four 8-wide FMA accumulators, GGML_F32x8_REDUCE, leftovers added in float;
+// bit-identical to llama.cpp's AVX2 build) and, for F16/BF16, the same shape with the sum and leftovers in double as
+// ggml_vec_dot_f16. Vector128 is the same shape 4 wide; the scalar versions (ggml's non-SIMD path, double accumulation)
+// are the references the tests compare with.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -85,9 +87,9 @@ public static unsafe partial class VecDot
             s2 = MulAdd(Vector256.Load(w + i + 16), Vector256.Load(x + i + 16), s2);
             s3 = MulAdd(Vector256.Load(w + i + 24), Vector256.Load(x + i + 24), s3);
         }
-        double sum = Reduce(s0, s1, s2, s3);
+        float sum = Reduce(s0, s1, s2, s3);
         for (int i = np; i < n; i++) sum += w[i] * x[i];
-        return (float)sum;
+        return sum;
     }
 
     internal static float F32Vector128(float* w, float* x, int n)
@@ -101,9 +103,9 @@ public static unsafe partial class VecDot
             s2 = MulAdd(Vector128.Load(w + i + 8), Vector128.Load(x + i + 8), s2);
             s3 = MulAdd(Vector128.Load(w + i + 12), Vector128.Load(x + i + 12), s3);
         }
-        double sum = Reduce(s0, s1, s2, s3);
+        float sum = Reduce(s0, s1, s2, s3);
         for (int i = np; i < n; i++) sum += w[i] * x[i];
-        return (float)sum;
+        return sum;
     }
 
     internal static float F32Scalar(float* w, float* x, int n)
