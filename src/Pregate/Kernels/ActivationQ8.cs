@@ -1,0 +1,132 @@
+// Input vectors of a mat-vec / mat-mul in every form the weight types need: the floats (F32/F16/BF16 weights), Q8_0 blocks
+// (Q8_0/Q4_0 weights) and Q8_K blocks (Q4_K/Q6_K weights). Each quantized form is made at most once per Load, so one input
+// shared by several matrices (gate and up projections, every expert of a layer) is quantized once, as in llama.cpp.
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Pregate.Core;
+
+namespace Pregate.Kernels;
+
+/// <summary>
+/// A reusable buffer for up to <see cref="MaxTokens"/> input vectors of up to <see cref="MaxCols"/> values. Memory is
+/// allocated once (pinned) in the constructor; <see cref="Load(ReadOnlySpan{float}, int)"/> copies new inputs and
+/// invalidates the quantized forms, which are then built on first use. Not thread-safe: load and prepare from one thread.
+/// </summary>
+public sealed unsafe class ActivationQ8
+{
+    private readonly float[] _values;
+    private readonly byte[] _q8_0;
+    private readonly byte[] _q8_K;
+    private bool _hasQ8_0;
+    private bool _hasQ8_K;
+
+    /// <summary>Allocates room for <paramref name="maxTokens"/> vectors of <paramref name="maxCols"/> values.</summary>
+    public ActivationQ8(int maxCols, int maxTokens = 1)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(maxCols);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxTokens, 1);
+        MaxCols = maxCols;
+        MaxTokens = maxTokens;
+        long n = (long)maxCols * maxTokens;
+        _values = GC.AllocateUninitializedArray<float>(checked((int)n), pinned: true);
+        _q8_0 = GC.AllocateUninitializedArray<byte>(checked((int)(n / BlockQ8_0.Size * Unsafe.SizeOf<BlockQ8_0>())), pinned: true);
+        _q8_K = GC.AllocateUninitializedArray<byte>(checked((int)(n / BlockQ8_K.Size * Unsafe.SizeOf<BlockQ8_K>())), pinned: true);
+    }
+
+    public int MaxCols { get; }
+    public int MaxTokens { get; }
+
+    /// <summary>Values per vector of the current input.</summary>
+    public int Cols { get; private set; }
+
+    /// <summary>Vectors in the current input.</summary>
+    public int Tokens { get; private set; }
+
+    /// <summary>Loads one vector.</summary>
+    public void Load(ReadOnlySpan<float> x) => Load(x, 1);
+
+    /// <summary>
+    /// Loads <paramref name="tokens"/> vectors stored row-major in <paramref name="x"/> ([tokens, cols]). Throws
+    /// <see cref="ArgumentException"/> when x is not tokens whole rows or exceeds the capacity.
+    /// </summary>
+    public void Load(ReadOnlySpan<float> x, int tokens)
+    {
+        if (tokens < 1 || tokens > MaxTokens) throw new ArgumentOutOfRangeException(nameof(tokens), tokens, $"capacity is {MaxTokens} vectors");
+        if (x.Length % tokens != 0) throw new ArgumentException($"{x.Length} values is not {tokens} whole vectors", nameof(x));
+        int cols = x.Length / tokens;
+        if (cols > MaxCols) throw new ArgumentException($"vectors of {cols} values exceed the capacity of {MaxCols}", nameof(x));
+        x.CopyTo(_values);
+        Cols = cols;
+        Tokens = tokens;
+        _hasQ8_0 = false;
+        _hasQ8_K = false;
+    }
+
+    /// <summary>The floats of vector <paramref name="token"/>.</summary>
+    public ReadOnlySpan<float> Values(int token)
+    {
+        if ((uint)token >= (uint)Tokens) throw new ArgumentOutOfRangeException(nameof(token));
+        return _values.AsSpan(token * Cols, Cols);
+    }
+
+    /// <summary>
+    /// Builds (once per load) the activation form <paramref name="weightType"/> multiplies with. Throws
+    /// <see cref="ArgumentException"/> when Cols is not a whole number of that form's blocks.
+    /// </summary>
+    public void Prepare(DType weightType)
+    {
+        switch (weightType)
+        {
+            case DType.Q8_0 or DType.Q4_0 when !_hasQ8_0:
+                RequireBlocks(BlockQ8_0.Size, weightType);
+                Quantize.QuantizeQ8_0Activation(_values.AsSpan(0, Cols * Tokens), _q8_0);
+                _hasQ8_0 = true;
+                break;
+            case DType.Q4_K or DType.Q6_K when !_hasQ8_K:
+                RequireBlocks(BlockQ8_K.Size, weightType);
+                Quantize.QuantizeQ8_K(_values.AsSpan(0, Cols * Tokens), _q8_K);
+                _hasQ8_K = true;
+                break;
+        }
+    }
+
+    private void RequireBlocks(int blockSize, DType weightType)
+    {
+        if (Cols % blockSize != 0)
+            throw new ArgumentException($"{Cols} values per vector is not a whole number of blocks of {blockSize} for {DTypes.Name(weightType)} weights");
+    }
+
+    /// <summary>Vector <paramref name="token"/> in the form <paramref name="weightType"/> needs; <see cref="Prepare"/> must have run.</summary>
+    internal byte* Row(DType weightType, int token) => (byte*)Base(weightType) + token * RowBytes(weightType);
+
+    internal void* Base(DType weightType) => weightType switch
+    {
+        DType.Q8_0 or DType.Q4_0 => Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_q8_0)),
+        DType.Q4_K or DType.Q6_K => Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_q8_K)),
+        _ => Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_values)),
+    };
+
+    /// <summary>Bytes between consecutive vectors in the form <paramref name="weightType"/> needs.</summary>
+    internal long RowBytes(DType weightType) => weightType switch
+    {
+        DType.Q8_0 or DType.Q4_0 => (long)Cols / BlockQ8_0.Size * Unsafe.SizeOf<BlockQ8_0>(),
+        DType.Q4_K or DType.Q6_K => (long)Cols / BlockQ8_K.Size * Unsafe.SizeOf<BlockQ8_K>(),
+        _ => (long)Cols * sizeof(float),
+    };
+
+    /// <summary>The Q8_0 blocks of vector <paramref name="token"/> (builds them if needed).</summary>
+    public ReadOnlySpan<BlockQ8_0> Q8_0(int token)
+    {
+        if ((uint)token >= (uint)Tokens) throw new ArgumentOutOfRangeException(nameof(token));
+        Prepare(DType.Q8_0);
+        return new ReadOnlySpan<BlockQ8_0>(Row(DType.Q8_0, token), Cols / BlockQ8_0.Size);
+    }
+
+    /// <summary>The Q8_K blocks of vector <paramref name="token"/> (builds them if needed).</summary>
+    public ReadOnlySpan<BlockQ8_K> Q8_K(int token)
+    {
+        if ((uint)token >= (uint)Tokens) throw new ArgumentOutOfRangeException(nameof(token));
+        Prepare(DType.Q4_K);
+        return new ReadOnlySpan<BlockQ8_K>(Row(DType.Q4_K, token), Cols / BlockQ8_K.Size);
+    }
+}

@@ -1,0 +1,178 @@
+// Matrix × vector(s): y[t, r] = Σ_c W[r, c]·x[t, c] for every supported weight type, rows split over a WorkerTeam.
+// Each (row, token) result comes from the same VecDot call whatever the thread count or the number of tokens, so a
+// mat-mul over n tokens is bit-identical to n mat-vecs.
+using System.Buffers;
+using System.Runtime.CompilerServices;
+using Pregate.Core;
+
+namespace Pregate.Kernels;
+
+/// <summary>y = W·x for one input vector.</summary>
+public static unsafe class MatVec
+{
+    /// <summary>
+    /// y[r] = Σ_c W[r, c]·x[c] for r &lt; W.Rows, with x already loaded (one vector) into <paramref name="x"/>, quantized
+    /// as the weight type needs on first use. Throws <see cref="ArgumentException"/> when x is not one vector of W.Cols
+    /// values or y is shorter than W.Rows.
+    /// </summary>
+    public static void Run(in WeightMatrix w, ActivationQ8 x, Span<float> y, WorkerTeam? team = null)
+    {
+        if (x.Tokens != 1) throw new ArgumentException($"mat-vec takes one vector, got {x.Tokens}; use MatMul", nameof(x));
+        MatMul.Run(w, x, y, team);
+    }
+
+    /// <summary>
+    /// y[r] = Σ_c W[r, c]·x[c]. Quantized weights quantize x into temporary memory first (stack for small inputs, a pooled
+    /// buffer otherwise); to share that work between matrices, use the <see cref="ActivationQ8"/> overload.
+    /// Throws <see cref="ArgumentException"/> on length mismatches.
+    /// </summary>
+    public static void Run(in WeightMatrix w, ReadOnlySpan<float> x, Span<float> y, WorkerTeam? team = null)
+    {
+        if (x.Length != w.Cols) throw new ArgumentException($"input has {x.Length} values, matrix has {w.Cols} columns", nameof(x));
+        if (y.Length < w.Rows) throw new ArgumentException($"output has {y.Length} values, matrix has {w.Rows} rows", nameof(y));
+        switch (w.Type)
+        {
+            case DType.F32 or DType.F16 or DType.BF16:
+                fixed (float* px = x) fixed (float* py = y) MatMul.Dispatch(w, (byte*)px, 0, 1, py, team);
+                return;
+            case DType.Q8_0 or DType.Q4_0:
+                QuantizedRun(w, x, y, team, DTypes.ByteCount(DType.Q8_0, x.Length), static (src, dst) => Quantize.QuantizeQ8_0Activation(src, dst));
+                return;
+            default:
+                QuantizedRun(w, x, y, team, (long)x.Length / BlockQ8_K.Size * Unsafe.SizeOf<BlockQ8_K>(), static (src, dst) => Quantize.QuantizeQ8_K(src, dst));
+                return;
+        }
+    }
+
+    private const int StackLimit = 32 * 1024;
+
+    private static void QuantizedRun(in WeightMatrix w, ReadOnlySpan<float> x, Span<float> y, WorkerTeam? team, long bytes, QuantizeInto quantize)
+    {
+        int n = checked((int)bytes);
+        byte[]? rented = null;
+        Span<byte> scratch = n <= StackLimit ? stackalloc byte[n] : (rented = ArrayPool<byte>.Shared.Rent(n)).AsSpan(0, n);
+        try
+        {
+            quantize(x, scratch);
+            fixed (byte* px = scratch) fixed (float* py = y) MatMul.Dispatch(w, px, 0, 1, py, team);
+        }
+        finally
+        {
+            if (rented is not null) ArrayPool<byte>.Shared.Return(rented);
+        }
+    }
+
+    private delegate void QuantizeInto(ReadOnlySpan<float> src, Span<byte> dst);
+}
+
+/// <summary>Y = X·Wᵀ for several input vectors (prefill, or all tokens routed to one expert).</summary>
+public static unsafe class MatMul
+{
+    /// <summary>Tokens handled per pass over a row, so a row of W is read once per block of tokens.</summary>
+    internal const int TokenBlock = 8;
+
+    /// <summary>
+    /// y[t·W.Rows + r] = Σ_c W[r, c]·x[t, c] for the x.Tokens vectors loaded into <paramref name="x"/> (y is [tokens, rows]
+    /// row-major). Bit-identical to <see cref="MatVec"/> on each vector. Throws <see cref="ArgumentException"/> when
+    /// x.Cols ≠ W.Cols or y is shorter than tokens·rows.
+    /// </summary>
+    public static void Run(in WeightMatrix w, ActivationQ8 x, Span<float> y, WorkerTeam? team = null)
+    {
+        if (x.Tokens == 0) throw new ArgumentException("no input loaded", nameof(x));
+        if (x.Cols != w.Cols) throw new ArgumentException($"input has {x.Cols} values, matrix has {w.Cols} columns", nameof(x));
+        if (y.Length < (long)x.Tokens * w.Rows) throw new ArgumentException($"output has {y.Length} values, {(long)x.Tokens * w.Rows} needed", nameof(y));
+        x.Prepare(w.Type);
+        fixed (float* py = y) Dispatch(w, (byte*)x.Base(w.Type), x.RowBytes(w.Type), x.Tokens, py, team);
+    }
+
+    internal static void Dispatch(in WeightMatrix w, byte* x, long xStride, int tokens, float* y, WorkerTeam? team)
+    {
+        var job = new Job { W = w, X = x, XStride = xStride, Tokens = tokens, Y = y };
+        if (team is null || w.Rows == 0)
+        {
+            job.Execute(0, w.Rows);
+            return;
+        }
+        // Enough work per chunk to amortise the hand-off (~16K multiply-adds).
+        int minChunk = (int)Math.Max(1, 16384 / Math.Max(1L, (long)w.Cols * tokens));
+        team.Run(ref job, w.Rows, minChunk);
+    }
+
+    private struct Job : IRowJob
+    {
+        public WeightMatrix W;
+        public byte* X;
+        public long XStride;
+        public int Tokens;
+        public float* Y;
+
+        public readonly void Execute(int start, int end)
+        {
+            switch (W.Type)
+            {
+                case DType.F32: Rows<F32Row>(start, end); break;
+                case DType.F16: Rows<F16Row>(start, end); break;
+                case DType.BF16: Rows<BF16Row>(start, end); break;
+                case DType.Q8_0: Rows<Q8_0Row>(start, end); break;
+                case DType.Q4_0: Rows<Q4_0Row>(start, end); break;
+                case DType.Q4_K: Rows<Q4_KRow>(start, end); break;
+                case DType.Q6_K: Rows<Q6_KRow>(start, end); break;
+                default: throw new InvalidOperationException($"unsupported weight type {W.Type}");
+            }
+        }
+
+        private readonly void Rows<TRow>(int start, int end) where TRow : struct, IRowDot
+        {
+            int cols = W.Cols, rows = W.Rows;
+            for (int t0 = 0; t0 < Tokens; t0 += TokenBlock)
+            {
+                int t1 = Math.Min(Tokens, t0 + TokenBlock);
+                for (int r = start; r < end; r++)
+                {
+                    byte* row = W.Row(r);
+                    for (int t = t0; t < t1; t++) Y[(long)t * rows + r] = TRow.Dot(row, X + t * XStride, cols);
+                }
+            }
+        }
+    }
+
+    private interface IRowDot
+    {
+        static abstract float Dot(byte* w, byte* x, int cols);
+    }
+
+    private struct F32Row : IRowDot
+    {
+        public static float Dot(byte* w, byte* x, int cols) => VecDot.F32((float*)w, (float*)x, cols);
+    }
+
+    private struct F16Row : IRowDot
+    {
+        public static float Dot(byte* w, byte* x, int cols) => VecDot.F16((ushort*)w, (float*)x, cols);
+    }
+
+    private struct BF16Row : IRowDot
+    {
+        public static float Dot(byte* w, byte* x, int cols) => VecDot.BF16((ushort*)w, (float*)x, cols);
+    }
+
+    private struct Q8_0Row : IRowDot
+    {
+        public static float Dot(byte* w, byte* x, int cols) => VecDot.Q8_0((BlockQ8_0*)w, (BlockQ8_0*)x, cols / BlockQ8_0.Size);
+    }
+
+    private struct Q4_0Row : IRowDot
+    {
+        public static float Dot(byte* w, byte* x, int cols) => VecDot.Q4_0((BlockQ4_0*)w, (BlockQ8_0*)x, cols / BlockQ4_0.Size);
+    }
+
+    private struct Q4_KRow : IRowDot
+    {
+        public static float Dot(byte* w, byte* x, int cols) => VecDot.Q4_K((BlockQ4_K*)w, (BlockQ8_K*)x, cols / BlockQ4_K.Size);
+    }
+
+    private struct Q6_KRow : IRowDot
+    {
+        public static float Dot(byte* w, byte* x, int cols) => VecDot.Q6_K((BlockQ6_K*)w, (BlockQ8_K*)x, cols / BlockQ6_K.Size);
+    }
+}

@@ -1,0 +1,323 @@
+// Integer dot products of quantized weight rows with quantized activations, ports of ggml-cpu: the AVX2 bodies follow
+// arch/x86/quants.c (ggml_vec_dot_q8_0_q8_0, _q4_0_q8_0, _q4_K_q8_K, _q6_K_q8_K: vpmaddubsw with the sign trick, vpmaddwd,
+// convert, one FMA per block, hsum_float_8) so sums round as llama.cpp's do; the scalar versions are ggml's *_generic
+// references.
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using Pregate.Core;
+
+namespace Pregate.Kernels;
+
+public static unsafe partial class VecDot
+{
+    /// <summary>Σ over blocks of d_w·d_x·Σ q_w·q_x, Q8_0 weights × Q8_0 activation.</summary>
+    public static float Q8_0(ReadOnlySpan<BlockQ8_0> w, ReadOnlySpan<BlockQ8_0> x)
+    {
+        SameLength(w.Length, x.Length);
+        fixed (BlockQ8_0* pw = w) fixed (BlockQ8_0* px = x) return Q8_0(pw, px, w.Length);
+    }
+
+    /// <summary>Σ over blocks of d_w·d_x·Σ (q_w−8)·q_x, Q4_0 weights × Q8_0 activation.</summary>
+    public static float Q4_0(ReadOnlySpan<BlockQ4_0> w, ReadOnlySpan<BlockQ8_0> x)
+    {
+        SameLength(w.Length, x.Length);
+        fixed (BlockQ4_0* pw = w) fixed (BlockQ8_0* px = x) return Q4_0(pw, px, w.Length);
+    }
+
+    /// <summary>Q4_K weights × Q8_K activation (one activation block per weight block).</summary>
+    public static float Q4_K(ReadOnlySpan<BlockQ4_K> w, ReadOnlySpan<BlockQ8_K> x)
+    {
+        SameLength(w.Length, x.Length);
+        fixed (BlockQ4_K* pw = w) fixed (BlockQ8_K* px = x) return Q4_K(pw, px, w.Length);
+    }
+
+    /// <summary>Q6_K weights × Q8_K activation (one activation block per weight block).</summary>
+    public static float Q6_K(ReadOnlySpan<BlockQ6_K> w, ReadOnlySpan<BlockQ8_K> x)
+    {
+        SameLength(w.Length, x.Length);
+        fixed (BlockQ6_K* pw = w) fixed (BlockQ8_K* px = x) return Q6_K(pw, px, w.Length);
+    }
+
+    private static bool UseAvx2 => Avx2.IsSupported && Fma.IsSupported;
+
+    private static float HorizontalSum(Vector256<float> x) => VectorMath.HorizontalSum(x);
+
+    // mul_sum_i8_pairs_float: eight int32 sums of four adjacent int8 products, as floats.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> MulSumI8Pairs(Vector256<sbyte> x, Vector256<sbyte> y)
+    {
+        var ax = Avx2.Sign(x, x).AsByte();
+        var sy = Avx2.Sign(y, x);
+        var dot = Avx2.MultiplyAddAdjacent(ax, sy);
+        return Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(dot, Vector256.Create((short)1)));
+    }
+
+    // ---- Q8_0 × Q8_0 ----
+
+    internal static float Q8_0(BlockQ8_0* w, BlockQ8_0* x, int nb) => UseAvx2 ? Q8_0Avx2(w, x, nb) : Q8_0Scalar(w, x, nb);
+
+    internal static float Q8_0Avx2(BlockQ8_0* w, BlockQ8_0* x, int nb)
+    {
+        var acc = Vector256<float>.Zero;
+        for (int ib = 0; ib < nb; ib++)
+        {
+            var d = Vector256.Create(Fp16.ToFloat(w[ib].D) * Fp16.ToFloat(x[ib].D));
+            var q = MulSumI8Pairs(Avx.LoadVector256(w[ib].Qs), Avx.LoadVector256(x[ib].Qs));
+            acc = Fma.MultiplyAdd(d, q, acc);
+        }
+        return HorizontalSum(acc);
+    }
+
+    internal static float Q8_0Scalar(BlockQ8_0* w, BlockQ8_0* x, int nb)
+    {
+        float sumf = 0;
+        for (int ib = 0; ib < nb; ib++)
+        {
+            int sumi = 0;
+            for (int j = 0; j < 32; j++) sumi += w[ib].Qs[j] * x[ib].Qs[j];
+            sumf += sumi * (Fp16.ToFloat(w[ib].D) * Fp16.ToFloat(x[ib].D));
+        }
+        return sumf;
+    }
+
+    // ---- Q4_0 × Q8_0 ----
+
+    internal static float Q4_0(BlockQ4_0* w, BlockQ8_0* x, int nb) => UseAvx2 ? Q4_0Avx2(w, x, nb) : Q4_0Scalar(w, x, nb);
+
+    internal static float Q4_0Avx2(BlockQ4_0* w, BlockQ8_0* x, int nb)
+    {
+        var acc = Vector256<float>.Zero;
+        var lowMask = Vector256.Create((byte)0xF);
+        var off = Vector256.Create((sbyte)8);
+        for (int ib = 0; ib < nb; ib++)
+        {
+            var d = Vector256.Create(Fp16.ToFloat(w[ib].D) * Fp16.ToFloat(x[ib].D));
+            // bytes_from_nibbles_32: elements 0..15 are the low nibbles, 16..31 the high nibbles.
+            var tmp = Sse2.LoadVector128(w[ib].Qs);
+            var nibbles = Vector256.Create(tmp, Sse2.ShiftRightLogical(tmp.AsUInt16(), 4).AsByte()) & lowMask;
+            var qx = Avx2.Subtract(nibbles.AsSByte(), off);
+            var q = MulSumI8Pairs(qx, Avx.LoadVector256(x[ib].Qs));
+            acc = Fma.MultiplyAdd(d, q, acc);
+        }
+        return HorizontalSum(acc);
+    }
+
+    internal static float Q4_0Scalar(BlockQ4_0* w, BlockQ8_0* x, int nb)
+    {
+        float sumf = 0;
+        for (int ib = 0; ib < nb; ib++)
+        {
+            int sumi0 = 0, sumi1 = 0;
+            for (int j = 0; j < 16; j++)
+            {
+                int v0 = (w[ib].Qs[j] & 0x0F) - 8;
+                int v1 = (w[ib].Qs[j] >> 4) - 8;
+                sumi0 += v0 * x[ib].Qs[j];
+                sumi1 += v1 * x[ib].Qs[j + 16];
+            }
+            int sumi = sumi0 + sumi1;
+            sumf += sumi * Fp16.ToFloat(w[ib].D) * Fp16.ToFloat(x[ib].D);
+        }
+        return sumf;
+    }
+
+    // ---- Q4_K × Q8_K ----
+
+    // The 12 packed bytes → 8 scales (bytes 0..7) and 8 mins (bytes 8..15), as ggml's utmp shuffle.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<uint> UnpackQ4KScales(byte* packed)
+    {
+        const uint kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
+        uint u0 = Unsafe.ReadUnaligned<uint>(packed);
+        uint u1 = Unsafe.ReadUnaligned<uint>(packed + 4);
+        uint u2 = Unsafe.ReadUnaligned<uint>(packed + 8);
+        uint t3 = ((u2 >> 4) & kmask2) | (((u1 >> 6) & kmask3) << 4);
+        uint t2 = u1 & kmask1;
+        uint t1 = (u2 & kmask2) | (((u0 >> 6) & kmask3) << 4);
+        uint t0 = u0 & kmask1;
+        return Vector128.Create(t0, t1, t2, t3);
+    }
+
+    internal static float Q4_K(BlockQ4_K* w, BlockQ8_K* x, int nb) => UseAvx2 ? Q4_KAvx2(w, x, nb) : Q4_KScalar(w, x, nb);
+
+    internal static float Q4_KAvx2(BlockQ4_K* w, BlockQ8_K* x, int nb)
+    {
+        var m4 = Vector256.Create((byte)0xF);
+        var acc = Vector256<float>.Zero;
+        var accM = Vector128<float>.Zero;
+        for (int i = 0; i < nb; i++)
+        {
+            float d = x[i].D * Fp16.ToFloat(w[i].D);
+            float dmin = -x[i].D * Fp16.ToFloat(w[i].DMin);
+
+            var unpacked = UnpackQ4KScales(w[i].Scales).AsByte();
+            var scales = Vector128.WidenLower(unpacked).AsInt16();   // 8 scales
+            var mins = Vector128.WidenUpper(unpacked).AsInt16();     // 8 mins
+
+            short* bsums = x[i].BSums;
+            var q8s = Ssse3.HorizontalAdd(Sse2.LoadVector128(bsums), Sse2.LoadVector128(bsums + 8));
+            var prod = Sse2.MultiplyAddAdjacent(mins, q8s);
+            accM = Fma.MultiplyAdd(Vector128.Create(dmin), Sse2.ConvertToVector128Single(prod), accM);
+
+            byte* q4 = w[i].Qs;
+            sbyte* q8 = x[i].Qs;
+            var sumi = Vector256<int>.Zero;
+            for (int j = 0; j < 4; j++, q4 += 32, q8 += 64)
+            {
+                var scaleL = Vector256.Create(scales.GetElement(2 * j));
+                var scaleH = Vector256.Create(scales.GetElement(2 * j + 1));
+                var q4bits = Avx.LoadVector256(q4);
+                var q4l = q4bits & m4;
+                var q4h = Avx2.ShiftRightLogical(q4bits.AsUInt16(), 4).AsByte() & m4;
+                var p16l = Avx2.MultiplyAddAdjacent(scaleL, Avx2.MultiplyAddAdjacent(q4l, Avx.LoadVector256(q8)));
+                var p16h = Avx2.MultiplyAddAdjacent(scaleH, Avx2.MultiplyAddAdjacent(q4h, Avx.LoadVector256(q8 + 32)));
+                sumi = Avx2.Add(sumi, Avx2.Add(p16l, p16h));
+            }
+            acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sumi), acc);
+        }
+        accM = Sse.Add(accM, Sse.MoveHighToLow(accM, accM));
+        accM = Sse.AddScalar(accM, Sse3.MoveHighAndDuplicate(accM));
+        return HorizontalSum(acc) + accM.ToScalar();
+    }
+
+    internal static float Q4_KScalar(BlockQ4_K* w, BlockQ8_K* x, int nb)
+    {
+        sbyte* aux8 = stackalloc sbyte[256];
+        float* sums = stackalloc float[8];
+        int* aux32 = stackalloc int[8];
+        byte* scalesAndMins = stackalloc byte[16];
+        for (int l = 0; l < 8; l++) sums[l] = 0;
+        float sumf = 0;
+        for (int i = 0; i < nb; i++)
+        {
+            byte* q4 = w[i].Qs;
+            sbyte* q8 = x[i].Qs;
+            for (int l = 0; l < 8; l++) aux32[l] = 0;
+            sbyte* a = aux8;
+            for (int j = 0; j < 4; j++, q4 += 32)
+            {
+                for (int l = 0; l < 32; l++) a[l] = (sbyte)(q4[l] & 0xF);
+                a += 32;
+                for (int l = 0; l < 32; l++) a[l] = (sbyte)(q4[l] >> 4);
+                a += 32;
+            }
+            UnpackQ4KScales(w[i].Scales).Store((uint*)scalesAndMins);
+            byte* scales = scalesAndMins;
+            byte* mins = scalesAndMins + 8;
+
+            int sumi = 0;
+            for (int j = 0; j < 16; j++) sumi += x[i].BSums[j] * mins[j / 2];
+            a = aux8;
+            for (int j = 0; j < 8; j++)
+            {
+                int scale = scales[j];
+                for (int k = 0; k < 4; k++, q8 += 8, a += 8)
+                    for (int l = 0; l < 8; l++) aux32[l] += scale * (short)(q8[l] * a[l]);
+            }
+            float d = Fp16.ToFloat(w[i].D) * x[i].D;
+            for (int l = 0; l < 8; l++) sums[l] += d * aux32[l];
+            float dmin = Fp16.ToFloat(w[i].DMin) * x[i].D;
+            sumf -= dmin * sumi;
+        }
+        for (int l = 0; l < 8; l++) sumf += sums[l];
+        return sumf;
+    }
+
+    // ---- Q6_K × Q8_K ----
+
+    internal static float Q6_K(BlockQ6_K* w, BlockQ8_K* x, int nb) => UseAvx2 ? Q6_KAvx2(w, x, nb) : Q6_KScalar(w, x, nb);
+
+    internal static float Q6_KAvx2(BlockQ6_K* w, BlockQ8_K* x, int nb)
+    {
+        var m4 = Vector256.Create((byte)0xF);
+        var m2 = Vector256.Create((byte)3);
+        var acc = Vector256<float>.Zero;
+        for (int i = 0; i < nb; i++)
+        {
+            float d = x[i].D * Fp16.ToFloat(w[i].D);
+            byte* q4 = w[i].Ql;
+            byte* qh = w[i].Qh;
+            sbyte* q8 = x[i].Qs;
+            sbyte* sc = w[i].Scales;
+
+            // The −32 offset applied once per block: 32·Σ scale·bsum, lane k covering sub-blocks 2k and 2k+1.
+            var scales16 = Avx2.ConvertToVector256Int16(Sse2.LoadVector128(sc));
+            var q8sclsub = Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(Avx.LoadVector256(x[i].BSums), scales16), 5);
+
+            var sumi = Vector256<int>.Zero;
+            for (int j = 0; j < 2; j++, q4 += 64, qh += 32, q8 += 128, sc += 8)
+            {
+                var q4bits1 = Avx.LoadVector256(q4);
+                var q4bits2 = Avx.LoadVector256(q4 + 32);
+                var q4bitsH = Avx.LoadVector256(qh);
+
+                var q4h0 = Avx2.ShiftLeftLogical((q4bitsH & m2).AsUInt16(), 4).AsByte();
+                var q4h1 = Avx2.ShiftLeftLogical((Avx2.ShiftRightLogical(q4bitsH.AsUInt16(), 2).AsByte() & m2).AsUInt16(), 4).AsByte();
+                var q4h2 = Avx2.ShiftLeftLogical((Avx2.ShiftRightLogical(q4bitsH.AsUInt16(), 4).AsByte() & m2).AsUInt16(), 4).AsByte();
+                var q4h3 = Avx2.ShiftLeftLogical((Avx2.ShiftRightLogical(q4bitsH.AsUInt16(), 6).AsByte() & m2).AsUInt16(), 4).AsByte();
+
+                var q0 = (q4bits1 & m4) | q4h0;
+                var q1 = (q4bits2 & m4) | q4h1;
+                var q2 = (Avx2.ShiftRightLogical(q4bits1.AsUInt16(), 4).AsByte() & m4) | q4h2;
+                var q3 = (Avx2.ShiftRightLogical(q4bits2.AsUInt16(), 4).AsByte() & m4) | q4h3;
+
+                var p0 = Q6Part(q0, Avx.LoadVector256(q8), sc[0], sc[1]);
+                var p1 = Q6Part(q1, Avx.LoadVector256(q8 + 32), sc[2], sc[3]);
+                var p2 = Q6Part(q2, Avx.LoadVector256(q8 + 64), sc[4], sc[5]);
+                var p3 = Q6Part(q3, Avx.LoadVector256(q8 + 96), sc[6], sc[7]);
+                sumi = Avx2.Add(sumi, Avx2.Add(p0, p1));
+                sumi = Avx2.Add(sumi, Avx2.Add(p2, p3));
+            }
+            sumi = Avx2.Subtract(sumi, q8sclsub);
+            acc = Fma.MultiplyAdd(Vector256.Create(d), Avx.ConvertToVector256Single(sumi), acc);
+        }
+        return HorizontalSum(acc);
+    }
+
+    // Σ q·q8 in pairs (q the unsigned 6-bit value), times the sub-block scales (first 16 bytes: s0, last 16: s1).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Q6Part(Vector256<byte> q, Vector256<sbyte> q8, sbyte s0, sbyte s1)
+    {
+        var scale = Vector256.Create(Vector128.Create((short)s0), Vector128.Create((short)s1));
+        return Avx2.MultiplyAddAdjacent(scale, Avx2.MultiplyAddAdjacent(q, q8));
+    }
+
+    internal static float Q6_KScalar(BlockQ6_K* w, BlockQ8_K* x, int nb)
+    {
+        sbyte* aux8 = stackalloc sbyte[256];
+        float* sums = stackalloc float[8];
+        int* aux32 = stackalloc int[8];
+        for (int l = 0; l < 8; l++) sums[l] = 0;
+        float sumf = 0;
+        for (int i = 0; i < nb; i++)
+        {
+            byte* q4 = w[i].Ql;
+            byte* qh = w[i].Qh;
+            sbyte* q8 = x[i].Qs;
+            for (int l = 0; l < 8; l++) aux32[l] = 0;
+            sbyte* a = aux8;
+            for (int j = 0; j < 256; j += 128, a += 128, q4 += 64, qh += 32)
+            {
+                for (int l = 0; l < 32; l++)
+                {
+                    a[l] = (sbyte)(((q4[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
+                    a[l + 32] = (sbyte)(((q4[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+                    a[l + 64] = (sbyte)(((q4[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+                    a[l + 96] = (sbyte)(((q4[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+                }
+            }
+            a = aux8;
+            for (int j = 0; j < 16; j++)
+            {
+                int scale = w[i].Scales[j];
+                for (int k = 0; k < 2; k++, q8 += 8, a += 8)
+                    for (int l = 0; l < 8; l++) aux32[l] += scale * (short)(q8[l] * a[l]);
+            }
+            float d = Fp16.ToFloat(w[i].D) * x[i].D;
+            for (int l = 0; l < 8; l++) sums[l] += d * aux32[l];
+        }
+        for (int l = 0; l < 8; l++) sumf += sums[l];
+        return sumf;
+    }
+}

@@ -1,0 +1,221 @@
+// Float dot products of a weight row (F32, F16, BF16) with a float activation. The Vector256 bodies mirror ggml-cpu's
+// vec.cpp: ggml_vec_dot_f32 (GGML_F32_STEP 32: four 8-wide FMA accumulators, GGML_F32x8_REDUCE, leftovers added in float;
+// bit-identical to llama.cpp's AVX2 build) and, for F16/BF16, the same shape with the sum and leftovers in double as
+// ggml_vec_dot_f16. Vector128 is the same shape 4 wide; the scalar versions (ggml's non-SIMD path, double accumulation)
+// are the references the tests compare with.
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using Pregate.Core;
+
+namespace Pregate.Kernels;
+
+/// <summary>
+/// Dot products Σ w[i]·x[i] between one weight row and one activation vector, for every weight type the mat-vec supports.
+/// Quantized rows take a quantized activation (Q8_0 for Q8_0/Q4_0 weights, Q8_K for Q4_K/Q6_K), as ggml does.
+/// Lengths must agree (<see cref="ArgumentException"/> otherwise).
+/// </summary>
+public static unsafe partial class VecDot
+{
+    /// <summary>Σ w[i]·x[i] for fp32 weights.</summary>
+    public static float F32(ReadOnlySpan<float> w, ReadOnlySpan<float> x)
+    {
+        SameLength(w.Length, x.Length);
+        fixed (float* pw = w) fixed (float* px = x) return F32(pw, px, w.Length);
+    }
+
+    /// <summary>Σ w[i]·x[i] for fp16 weights.</summary>
+    public static float F16(ReadOnlySpan<Half> w, ReadOnlySpan<float> x)
+    {
+        SameLength(w.Length, x.Length);
+        fixed (Half* pw = w) fixed (float* px = x) return F16((ushort*)pw, px, w.Length);
+    }
+
+    /// <summary>Σ w[i]·x[i] for bf16 weights (given as bit patterns).</summary>
+    public static float BF16(ReadOnlySpan<ushort> w, ReadOnlySpan<float> x)
+    {
+        SameLength(w.Length, x.Length);
+        fixed (ushort* pw = w) fixed (float* px = x) return BF16(pw, px, w.Length);
+    }
+
+    private static void SameLength(int a, int b)
+    {
+        if (a != b) throw new ArgumentException($"length mismatch: {a} weights, {b} activations");
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> MulAdd(Vector256<float> a, Vector256<float> b, Vector256<float> acc) =>
+        Fma.IsSupported ? Fma.MultiplyAdd(a, b, acc) : a * b + acc;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> MulAdd(Vector128<float> a, Vector128<float> b, Vector128<float> acc) =>
+        Fma.IsSupported ? Fma.MultiplyAdd(a, b, acc) : a * b + acc;
+
+    // GGML_F32x8_REDUCE of four accumulators: (s0+s2)+(s1+s3), then low+high halves, then two horizontal adds.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Reduce(Vector256<float> s0, Vector256<float> s1, Vector256<float> s2, Vector256<float> s3)
+    {
+        var s = (s0 + s2) + (s1 + s3);
+        var t = s.GetLower() + s.GetUpper();
+        return (t.GetElement(0) + t.GetElement(1)) + (t.GetElement(2) + t.GetElement(3));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Reduce(Vector128<float> s0, Vector128<float> s1, Vector128<float> s2, Vector128<float> s3)
+    {
+        var t = (s0 + s2) + (s1 + s3);
+        return (t.GetElement(0) + t.GetElement(1)) + (t.GetElement(2) + t.GetElement(3));
+    }
+
+    // ---- F32 ----
+
+    internal static float F32(float* w, float* x, int n)
+    {
+        if (Vector256.IsHardwareAccelerated) return F32Vector256(w, x, n);
+        if (Vector128.IsHardwareAccelerated) return F32Vector128(w, x, n);
+        return F32Scalar(w, x, n);
+    }
+
+    internal static float F32Vector256(float* w, float* x, int n)
+    {
+        int np = n & ~31;
+        Vector256<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        for (int i = 0; i < np; i += 32)
+        {
+            s0 = MulAdd(Vector256.Load(w + i), Vector256.Load(x + i), s0);
+            s1 = MulAdd(Vector256.Load(w + i + 8), Vector256.Load(x + i + 8), s1);
+            s2 = MulAdd(Vector256.Load(w + i + 16), Vector256.Load(x + i + 16), s2);
+            s3 = MulAdd(Vector256.Load(w + i + 24), Vector256.Load(x + i + 24), s3);
+        }
+        float sum = Reduce(s0, s1, s2, s3);
+        for (int i = np; i < n; i++) sum += w[i] * x[i];
+        return sum;
+    }
+
+    internal static float F32Vector128(float* w, float* x, int n)
+    {
+        int np = n & ~15;
+        Vector128<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        for (int i = 0; i < np; i += 16)
+        {
+            s0 = MulAdd(Vector128.Load(w + i), Vector128.Load(x + i), s0);
+            s1 = MulAdd(Vector128.Load(w + i + 4), Vector128.Load(x + i + 4), s1);
+            s2 = MulAdd(Vector128.Load(w + i + 8), Vector128.Load(x + i + 8), s2);
+            s3 = MulAdd(Vector128.Load(w + i + 12), Vector128.Load(x + i + 12), s3);
+        }
+        float sum = Reduce(s0, s1, s2, s3);
+        for (int i = np; i < n; i++) sum += w[i] * x[i];
+        return sum;
+    }
+
+    internal static float F32Scalar(float* w, float* x, int n)
+    {
+        double sum = 0;
+        for (int i = 0; i < n; i++) sum += w[i] * x[i];
+        return (float)sum;
+    }
+
+    // ---- F16 (weights widened with integer ops, see Fp16.Widen) ----
+
+    internal static float F16(ushort* w, float* x, int n)
+    {
+        if (Vector256.IsHardwareAccelerated) return F16Vector256(w, x, n);
+        if (Vector128.IsHardwareAccelerated) return F16Vector128(w, x, n);
+        return F16Scalar(w, x, n);
+    }
+
+    internal static float F16Vector256(ushort* w, float* x, int n)
+    {
+        int np = n & ~31;
+        Vector256<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        for (int i = 0; i < np; i += 32)
+        {
+            var h0 = Vector256.Load(w + i);
+            var h1 = Vector256.Load(w + i + 16);
+            s0 = MulAdd(Fp16.Widen(Vector256.WidenLower(h0)), Vector256.Load(x + i), s0);
+            s1 = MulAdd(Fp16.Widen(Vector256.WidenUpper(h0)), Vector256.Load(x + i + 8), s1);
+            s2 = MulAdd(Fp16.Widen(Vector256.WidenLower(h1)), Vector256.Load(x + i + 16), s2);
+            s3 = MulAdd(Fp16.Widen(Vector256.WidenUpper(h1)), Vector256.Load(x + i + 24), s3);
+        }
+        double sum = Reduce(s0, s1, s2, s3);
+        for (int i = np; i < n; i++) sum += Fp16.ToFloat(w[i]) * x[i];
+        return (float)sum;
+    }
+
+    internal static float F16Vector128(ushort* w, float* x, int n)
+    {
+        int np = n & ~15;
+        Vector128<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        for (int i = 0; i < np; i += 16)
+        {
+            var h0 = Vector128.Load(w + i);
+            var h1 = Vector128.Load(w + i + 8);
+            s0 = MulAdd(Fp16.Widen(Vector128.WidenLower(h0)), Vector128.Load(x + i), s0);
+            s1 = MulAdd(Fp16.Widen(Vector128.WidenUpper(h0)), Vector128.Load(x + i + 4), s1);
+            s2 = MulAdd(Fp16.Widen(Vector128.WidenLower(h1)), Vector128.Load(x + i + 8), s2);
+            s3 = MulAdd(Fp16.Widen(Vector128.WidenUpper(h1)), Vector128.Load(x + i + 12), s3);
+        }
+        double sum = Reduce(s0, s1, s2, s3);
+        for (int i = np; i < n; i++) sum += Fp16.ToFloat(w[i]) * x[i];
+        return (float)sum;
+    }
+
+    internal static float F16Scalar(ushort* w, float* x, int n)
+    {
+        double sum = 0;
+        for (int i = 0; i < n; i++) sum += Fp16.ToFloat(w[i]) * x[i];
+        return (float)sum;
+    }
+
+    // ---- BF16 (weights widened by a 16-bit shift) ----
+
+    internal static float BF16(ushort* w, float* x, int n)
+    {
+        if (Vector256.IsHardwareAccelerated) return BF16Vector256(w, x, n);
+        if (Vector128.IsHardwareAccelerated) return BF16Vector128(w, x, n);
+        return BF16Scalar(w, x, n);
+    }
+
+    internal static float BF16Vector256(ushort* w, float* x, int n)
+    {
+        int np = n & ~31;
+        Vector256<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        for (int i = 0; i < np; i += 32)
+        {
+            var h0 = Vector256.Load(w + i);
+            var h1 = Vector256.Load(w + i + 16);
+            s0 = MulAdd((Vector256.WidenLower(h0) << 16).AsSingle(), Vector256.Load(x + i), s0);
+            s1 = MulAdd((Vector256.WidenUpper(h0) << 16).AsSingle(), Vector256.Load(x + i + 8), s1);
+            s2 = MulAdd((Vector256.WidenLower(h1) << 16).AsSingle(), Vector256.Load(x + i + 16), s2);
+            s3 = MulAdd((Vector256.WidenUpper(h1) << 16).AsSingle(), Vector256.Load(x + i + 24), s3);
+        }
+        double sum = Reduce(s0, s1, s2, s3);
+        for (int i = np; i < n; i++) sum += Bf16.ToFloat(w[i]) * x[i];
+        return (float)sum;
+    }
+
+    internal static float BF16Vector128(ushort* w, float* x, int n)
+    {
+        int np = n & ~15;
+        Vector128<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        for (int i = 0; i < np; i += 16)
+        {
+            var h0 = Vector128.Load(w + i);
+            var h1 = Vector128.Load(w + i + 8);
+            s0 = MulAdd((Vector128.WidenLower(h0) << 16).AsSingle(), Vector128.Load(x + i), s0);
+            s1 = MulAdd((Vector128.WidenUpper(h0) << 16).AsSingle(), Vector128.Load(x + i + 4), s1);
+            s2 = MulAdd((Vector128.WidenLower(h1) << 16).AsSingle(), Vector128.Load(x + i + 8), s2);
+            s3 = MulAdd((Vector128.WidenUpper(h1) << 16).AsSingle(), Vector128.Load(x + i + 12), s3);
+        }
+        double sum = Reduce(s0, s1, s2, s3);
+        for (int i = np; i < n; i++) sum += Bf16.ToFloat(w[i]) * x[i];
+        return (float)sum;
+    }
+
+    internal static float BF16Scalar(ushort* w, float* x, int n)
+    {
+        double sum = 0;
+        for (int i = 0; i < n; i++) sum += Bf16.ToFloat(w[i]) * x[i];
+        return (float)sum;
+    }
+}
