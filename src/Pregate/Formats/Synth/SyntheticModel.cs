@@ -23,10 +23,12 @@ public static class SyntheticModel
     public static void WriteGguf(string path, SynthOptions o, IProgress<long>? progress = null)
     {
         Check(o);
+        var vocab = SynthVocab.Get(o.Config);
+        o = o with { Config = vocab.Apply(o.Config) };
         var c = o.Config;
         var w = new GgufWriter();
         GgufModelConfig.Write(w, c);
-        SynthVocab.Get(c).WriteGguf(w, c);
+        vocab.WriteGguf(w);
         foreach (var spec in TensorCatalog.For(c))
             w.AddTensor(GgufTensor(spec, o));
         w.Write(path, progress);
@@ -38,6 +40,8 @@ public static class SyntheticModel
         Check(o);
         if (DTypes.IsQuantized(o.WeightType))
             throw new ArgumentException($"Hugging Face checkpoints hold f32, f16 or bf16 weights; {DTypes.Name(o.WeightType)} needs --format gguf");
+        var vocab = SynthVocab.Get(o.Config);
+        o = o with { Config = vocab.Apply(o.Config) };
         var c = o.Config;
         var tensors = new List<TensorData>();
         foreach (var spec in TensorCatalog.For(c))
@@ -51,7 +55,7 @@ public static class SyntheticModel
         AtomicFile.WriteDirectory(directory, tmp =>
         {
             File.WriteAllText(Path.Combine(tmp, "config.json"), HfConfig.ToJson(c, o.WeightType));
-            SynthVocab.Get(c).WriteHf(tmp, c);
+            vocab.WriteHf(tmp, c);
             SafetensorsWriter.WriteCheckpoint(tmp, tensors, MaxShardBytes, bytesWritten: progress);
         });
     }
@@ -122,8 +126,7 @@ public static class SyntheticModel
         });
     }
 
-    // Row `row` of tensor `name`: uniform values scaled per role, then rounded through the weight type when that type is
-    // a float type, so F32 copies of 1-D tensors in GGUF hold exactly the values the HF file holds.
+    // Row `row` of tensor `name`: uniform values scaled per role.
     private static void Generate(TensorSpec spec, string name, int row, SynthOptions o, Span<float> dst)
     {
         var rng = new SeededRandom(o.Seed, name + "#" + row.ToString(System.Globalization.CultureInfo.InvariantCulture));
@@ -139,7 +142,13 @@ public static class SyntheticModel
             _ => (unit, 0f),
         };
         rng.Fill(dst, scale, offset);
-        if (o.WeightType is DType.F16 or DType.BF16) WeightEncoding.RoundTrip(o.WeightType, dst);
+        if (o.WeightType is DType.F16 or DType.BF16)
+        {
+            // Round through the weight type so F32 copies of 1-D tensors in GGUF hold exactly the values the HF file holds.
+            Span<byte> tmp = dst.Length <= 16384 ? stackalloc byte[dst.Length * 2] : new byte[dst.Length * 2];
+            Quantize.Row(o.WeightType, dst, tmp);
+            Quantize.Dequantize(o.WeightType, tmp, dst);
+        }
     }
 
     // Buffers encoded rows and writes them in large chunks.
@@ -155,7 +164,7 @@ public static class SyntheticModel
         public void Flush()
         {
             if (_used + _rowBytes > _buffer.Length) Finish();
-            WeightEncoding.Encode(type, _row, _buffer.AsSpan(_used, _rowBytes));
+            Quantize.Row(type, _row, _buffer.AsSpan(_used, _rowBytes));
             _used += _rowBytes;
         }
 
