@@ -17,7 +17,7 @@ public static class SynthShapes
     public static ModelConfig Get(string name) => name switch
     {
         "tiny" => Tiny(Architecture.Mixtral),
-        "tiny-qwen2moe" => Tiny(Architecture.Qwen2Moe) with { SharedExpertFfn = 80, AttentionBias = true, NormTopKProb = false },
+        "tiny-qwen2moe" => Tiny(Architecture.Qwen2Moe) with { SharedExpertFfn = 64, AttentionBias = true, NormTopKProb = false },
         "tiny-qwen3moe" => Tiny(Architecture.Qwen3Moe) with { QkNorm = QkNormKind.PerHead, HeadDim = 24 },
         "tiny-olmoe" => Tiny(Architecture.Olmoe) with { QkNorm = QkNormKind.Full, NormTopKProb = false, NumKvHeads = 4 },
         "mixtral-mini" => new ModelConfig
