@@ -225,6 +225,18 @@ public sealed class ByteLevelBpeTests(ITestOutputHelper output) : IDisposable
         sw.Stop();
         output.WriteLine($"trained {trained.Merges.Count} merges on {sb.Length} chars in {sw.Elapsed.TotalMilliseconds:F0} ms");
         Assert.True(trained.Merges.Count > 500);
+
+        // Encoding throughput on the same text (first run fills the word cache; second is the cached rate).
+        TextTokenizer tok = trained.CreateTokenizer(null, "<|endoftext|>");
+        string text = sb.ToString();
+        for (int run = 0; run < 2; run++)
+        {
+            sw.Restart();
+            int count = tok.Encode(text, addBos: false).Count;
+            sw.Stop();
+            output.WriteLine($"encode run {run}: {count} tokens in {sw.Elapsed.TotalMilliseconds:F1} ms ({count / sw.Elapsed.TotalSeconds / 1e6:F2} M tokens/s)");
+            Assert.Equal(text, tok.Decode(tok.Encode(text, addBos: false)));
+        }
     }
 
     [Fact]
