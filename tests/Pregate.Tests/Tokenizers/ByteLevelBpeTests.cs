@@ -193,6 +193,23 @@ public sealed class ByteLevelBpeTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void PaddedGgufVocabulary_TokenizesTheSame_AndPadsDecodeToNothing()
+    {
+        TrainedByteLevelBpe trained = ByteLevelBpeTrainer.Train(ByteLevelBpeTrainer.BuiltInText, 100_000, ["<|endoftext|>"]);
+        output.WriteLine($"the built-in text supports {trained.Merges.Count} merges: vocabulary {trained.VocabSize}");
+        GgufVocabulary padded = trained.ToGgufVocabulary(null, "<|endoftext|>", padToVocabSize: 4096);
+        Assert.Equal(4096, padded.Tokens.Count);
+        Assert.Equal($"[PAD{trained.VocabSize}]", padded.Tokens[trained.VocabSize]);
+        TextTokenizer gguf = TokenizerLoader.FromGgufVocab(padded, "padded.gguf");
+        TextTokenizer json = trained.CreateTokenizer(null, "<|endoftext|>");
+        Assert.Equal(4096, gguf.VocabSize);
+        foreach (string text in Samples) Assert.Equal(json.Encode(text, false), gguf.Encode(text, false));
+        Assert.Equal("ab", gguf.Decode([97, 4000, 98]));
+        Assert.Equal("[PAD4000]", gguf.TokenText(4000));
+        Assert.Throws<ArgumentOutOfRangeException>(() => trained.ToGgufVocabulary(null, null, padToVocabSize: 10));
+    }
+
+    [Fact]
     public void Trainer_IsDeterministic_AndReportsItsShape()
     {
         TrainedByteLevelBpe a = ByteLevelBpeTrainer.Train(ByteLevelBpeTrainer.BuiltInText, 1024, ["<|endoftext|>"]);
@@ -225,6 +242,18 @@ public sealed class ByteLevelBpeTests(ITestOutputHelper output) : IDisposable
         sw.Stop();
         output.WriteLine($"trained {trained.Merges.Count} merges on {sb.Length} chars in {sw.Elapsed.TotalMilliseconds:F0} ms");
         Assert.True(trained.Merges.Count > 500);
+
+        // Encoding throughput on the same text (first run fills the word cache; second is the cached rate).
+        TextTokenizer tok = trained.CreateTokenizer(null, "<|endoftext|>");
+        string text = sb.ToString();
+        for (int run = 0; run < 2; run++)
+        {
+            sw.Restart();
+            int count = tok.Encode(text, addBos: false).Count;
+            sw.Stop();
+            output.WriteLine($"encode run {run}: {count} tokens in {sw.Elapsed.TotalMilliseconds:F1} ms ({count / sw.Elapsed.TotalSeconds / 1e6:F2} M tokens/s)");
+            Assert.Equal(text, tok.Decode(tok.Encode(text, addBos: false)));
+        }
     }
 
     [Fact]

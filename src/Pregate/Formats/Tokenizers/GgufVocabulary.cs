@@ -38,12 +38,15 @@ public sealed record GgufVocabulary
     /// <summary>tokenizer.ggml.pre for "gpt2": "gpt-2", "olmo", "llama-bpe"/"llama3", "qwen2".</summary>
     public string? Pre { get; init; }
 
+    /// <summary>tokenizer.ggml.bos_token_id; absent for "llama": 1 (llama.cpp's default).</summary>
     public int? BosId { get; init; }
+    /// <summary>tokenizer.ggml.eos_token_id; absent for "llama": 2 (llama.cpp's default).</summary>
     public int? EosId { get; init; }
     /// <summary>tokenizer.ggml.eot_token_id (end of turn), also ends generation.</summary>
     public int? EotId { get; init; }
     /// <summary>tokenizer.ggml.eom_token_id (end of message), also ends generation.</summary>
     public int? EomId { get; init; }
+    /// <summary>tokenizer.ggml.unknown_token_id; absent: the first token of type unknown.</summary>
     public int? UnknownId { get; init; }
 
     /// <summary>tokenizer.ggml.add_bos_token; absent: true for "llama" and Llama-3 pre-tokenizers, else false.</summary>

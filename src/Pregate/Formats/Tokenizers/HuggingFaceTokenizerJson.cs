@@ -98,6 +98,8 @@ internal static class HuggingFaceTokenizerJson
 
     private static JsonDocument Parse(Source source)
     {
+        // JsonDocument checks UTF-8 only when a string is read; check it all before anything is read.
+        if (!System.Text.Unicode.Utf8.IsValid(source.Json)) throw new ModelFormatException(source.Name, "the file is not valid UTF-8");
         try
         {
             return JsonDocument.Parse(source.Json, new JsonDocumentOptions { MaxDepth = 256 });
@@ -126,6 +128,9 @@ internal static class HuggingFaceTokenizerJson
             _ => throw Fail(file, $"\"{name}\" is not true or false"),
         };
     }
+
+    private static int GetCount(JsonElement obj, string name, string file) =>
+        !obj.TryGetProperty(name, out JsonElement v) || v.ValueKind == JsonValueKind.Null ? 0 : GetId(v, $"\"{name}\"", file);
 
     private static int GetId(JsonElement v, string what, string file) =>
         v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int id) && id >= 0
@@ -188,7 +193,8 @@ internal static class HuggingFaceTokenizerJson
 
     private static BpeModel ReadBpe(JsonElement model, Dictionary<string, int> vocab, string file)
     {
-        if (model.TryGetProperty("dropout", out JsonElement dropout) && dropout.ValueKind == JsonValueKind.Number && dropout.GetDouble() > 0)
+        if (model.TryGetProperty("dropout", out JsonElement dropout) && dropout.ValueKind != JsonValueKind.Null
+            && (dropout.ValueKind != JsonValueKind.Number || dropout.GetDouble() != 0))
         {
             throw Fail(file, "BPE dropout is not supported");
         }
@@ -403,9 +409,9 @@ internal static class HuggingFaceTokenizerJson
                     break;
                 case "Strip":
                     string content = GetString(step, "content", file) ?? " ";
-                    int start = step.TryGetProperty("start", out JsonElement s) && s.TryGetInt32(out int sv) ? sv : 0;
-                    int stop = step.TryGetProperty("stop", out JsonElement st) && st.TryGetInt32(out int stv) ? stv : 0;
-                    if (content.Length != 1 || stop != 0 || start < 0 || !fused || stripCount > 0) throw Fail(file, "Strip decoder is supported only after Fuse, stripping one character from the start");
+                    int start = GetCount(step, "start", file);
+                    int stop = GetCount(step, "stop", file);
+                    if (content.Length != 1 || stop != 0 || !fused || stripCount > 0) throw Fail(file, "Strip decoder is supported only after Fuse, stripping one character from the start");
                     stripCount = start;
                     stripChar = content[0];
                     break;

@@ -132,18 +132,32 @@ public sealed class TrainedByteLevelBpe
     /// <summary>Writes tokenizer_config.json to <paramref name="path"/> atomically (see <see cref="ToTokenizerConfigJson"/>).</summary>
     public void SaveTokenizerConfig(string path, string? bosToken, string? eosToken) => AtomicFile.WriteAllText(path, ToTokenizerConfigJson(bosToken, eosToken));
 
-    /// <summary>The same vocabulary as a GGUF "gpt2" vocabulary (pre "gpt-2"), so both copies of a model tokenize alike.</summary>
+    /// <summary>
+    /// The same vocabulary as a GGUF "gpt2" vocabulary (pre "gpt-2"), so both copies of a model tokenize alike.
+    /// llama.cpp needs one token per embedding row: <paramref name="padToVocabSize"/> appends unused tokens
+    /// "[PAD{id}]" (as llama.cpp's converter does) up to the model's vocabulary size.
+    /// </summary>
     /// <exception cref="ArgumentException">A named token is not one of the special tokens.</exception>
-    public GgufVocabulary ToGgufVocabulary(string? bosToken, string? eosToken)
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="padToVocabSize"/> is below <see cref="VocabSize"/>.</exception>
+    public GgufVocabulary ToGgufVocabulary(string? bosToken, string? eosToken, int? padToVocabSize = null)
     {
         CheckSpecial(bosToken, nameof(bosToken));
         CheckSpecial(eosToken, nameof(eosToken));
+        int size = padToVocabSize ?? VocabSize;
+        if (size < VocabSize) throw new ArgumentOutOfRangeException(nameof(padToVocabSize), size, $"must be at least the trained vocabulary size {VocabSize}");
+        var tokens = Tokens.ToList();
+        var types = GgufTokenTypes.ToList();
+        for (int id = VocabSize; id < size; id++)
+        {
+            tokens.Add($"[PAD{id}]");
+            types.Add(GgufTokenType.Unused);
+        }
         return new GgufVocabulary
         {
             Model = "gpt2",
             Pre = "gpt-2",
-            Tokens = Tokens,
-            TokenTypes = GgufTokenTypes,
+            Tokens = tokens,
+            TokenTypes = types,
             Merges = Merges,
             BosId = bosToken is null ? null : IdOf(bosToken),
             EosId = eosToken is null ? null : IdOf(eosToken),

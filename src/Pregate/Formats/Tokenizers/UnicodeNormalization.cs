@@ -67,7 +67,7 @@ internal static class UnicodeNormalization
 
     private static string Normalize(string text, bool compose)
     {
-        if (IsTriviallyStable(text)) return text;
+        if (IsTriviallyStable(text, compose ? '\u0300' : '\u00C0')) return text;
         Tables t = Data.Value;
         List<int> codePoints = ToCodePoints(text);
         bool changes = false;
@@ -84,12 +84,15 @@ internal static class UnicodeNormalization
         return FromCodePoints(result);
     }
 
-    /// <summary>Every code point below U+0300 is stable under NFC and NFD (no marks, no decompositions).</summary>
-    private static bool IsTriviallyStable(string text)
+    /// <summary>
+    /// Text below <paramref name="limit"/> is stable: nothing below U+0300 changes under NFC (no marks to compose with),
+    /// nothing below U+00C0 under NFD (the first decomposable letter is U+00C0).
+    /// </summary>
+    private static bool IsTriviallyStable(string text, char limit)
     {
         foreach (char c in text)
         {
-            if (c >= '\u0300') return false;
+            if (c >= limit) return false;
         }
         return true;
     }
