@@ -8,6 +8,7 @@ internal static class CommandList
 {
     public static IEnumerable<Command> All(TextWriter stdout, TextWriter stderr)
     {
+        yield return DemoCommand.Create(stdout, stderr);
         yield return InspectCommand.Create(stdout);
         yield return SynthCommand.Create(stdout, stderr);
         yield return RunCommand.Create(stdout, stderr);

@@ -6,7 +6,7 @@ namespace Pregate.Cli;
 
 internal sealed class EngineOptionSet
 {
-    public readonly Option<string?> Model = new("--model") { Description = "GGUF file or Hugging Face checkpoint folder" };
+    public readonly Option<string?> Model = new("--model") { Description = $"GGUF file or Hugging Face checkpoint folder (default: the shipped {DefaultModel.Name})" };
     public readonly Option<int> Threads = new("--threads") { Description = "worker threads (default: one per processor)", DefaultValueFactory = _ => 0 };
     public readonly Option<int?> Context = new("--ctx") { Description = $"context length in tokens (default: the model's, at most {EngineOptions.DefaultMaxContext})" };
 
@@ -17,8 +17,7 @@ internal sealed class EngineOptionSet
         c.Options.Add(Context);
     }
 
-    public string ModelPath(ParseResult p) =>
-        p.GetValue(Model) ?? throw new UserException("give --model PATH (a GGUF file or a Hugging Face checkpoint folder)");
+    public string ModelPath(ParseResult p) => p.GetValue(Model) ?? DefaultModel.Require();
 
     public ModelSession Open(ParseResult p)
     {
