@@ -61,9 +61,9 @@ public sealed class SamplerTests(ITestOutputHelper output)
         var none = new SamplingOptions { TopK = 0, TopP = 1, MinP = 0 };
         Assert.Equal(6, Drawn(none).Count);
         Assert.Equal([1, 4], Drawn(none with { TopK = 2 }).Order());
-        // softmax: ids 1 and 4 hold 0.28 each, id 2 0.17: top-p 0.5 needs two of them, 0.7 three.
+        // softmax: ids 1 and 4 hold 0.356 each, id 2 0.216: top-p 0.5 keeps two of them, 0.75 three.
         Assert.Equal([1, 4], Drawn(none with { TopP = 0.5f }).Order());
-        Assert.Equal([1, 2, 4], Drawn(none with { TopP = 0.7f }).Order());
+        Assert.Equal([1, 2, 4], Drawn(none with { TopP = 0.75f }).Order());
         // min-p 0.5: keep exp(l - 3) ≥ 0.5, i.e. logits ≥ 3 - ln 2 ≈ 2.31.
         Assert.Equal([1, 2, 4], Drawn(none with { MinP = 0.5f }).Order());
     }
@@ -75,7 +75,7 @@ public sealed class SamplerTests(ITestOutputHelper output)
         Assert.Equal(2, s.Sample(Logits, [1, 4])); // 3/2 = 1.5 < 2.5
         Assert.Equal(1, s.Sample(Logits, [4]));
         var far = new Sampler(SamplingOptions.Greedy with { RepetitionPenalty = 2f, RepetitionWindow = 1 }, Logits.Length);
-        Assert.Equal(4, far.Sample(Logits, [1, 0])); // only the last token is penalised: 1 is outside the window
+        Assert.Equal(4, far.Sample(Logits, [4, 1])); // only the last token (1) is penalised: 4 is outside the window
     }
 
     [Theory]
