@@ -1,8 +1,9 @@
 // Float dot products of a weight row (F32, F16, BF16) with a float activation. The Vector256 bodies mirror ggml-cpu's
 // vec.cpp: ggml_vec_dot_f32 (GGML_F32_STEP 32: four 8-wide FMA accumulators, GGML_F32x8_REDUCE, leftovers added in float;
 // bit-identical to llama.cpp's AVX2 build) and, for F16/BF16, the same shape with the sum and leftovers in double as
-// ggml_vec_dot_f16. Vector128 is the same shape 4 wide; the scalar versions (ggml's non-SIMD path, double accumulation)
-// are the references the tests compare with.
+// ggml_vec_dot_f16. fp16 weights are widened with integer ops (an exponent-rebias fast path for groups of normal
+// numbers, the full conversion otherwise: both exact). Vector128 is the same shape 4 wide; the scalar versions (ggml's
+// non-SIMD path, double accumulation) are the references the tests compare with.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -128,19 +129,40 @@ public static unsafe partial class VecDot
     {
         int np = n & ~31;
         Vector256<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        var expMask = Vector256.Create((ushort)0x7C00);
         for (int i = 0; i < np; i += 32)
         {
             var h0 = Vector256.Load(w + i);
             var h1 = Vector256.Load(w + i + 16);
-            s0 = MulAdd(Fp16.Widen(Vector256.WidenLower(h0)), Vector256.Load(x + i), s0);
-            s1 = MulAdd(Fp16.Widen(Vector256.WidenUpper(h0)), Vector256.Load(x + i + 8), s1);
-            s2 = MulAdd(Fp16.Widen(Vector256.WidenLower(h1)), Vector256.Load(x + i + 16), s2);
-            s3 = MulAdd(Fp16.Widen(Vector256.WidenUpper(h1)), Vector256.Load(x + i + 24), s3);
+            // Normal numbers convert with integer ops alone; zeros, subnormals, inf and NaN take the general path.
+            var e0 = h0 & expMask;
+            var e1 = h1 & expMask;
+            var special = Vector256.Equals(e0, Vector256<ushort>.Zero) | Vector256.Equals(e0, expMask)
+                        | Vector256.Equals(e1, Vector256<ushort>.Zero) | Vector256.Equals(e1, expMask);
+            if (special == Vector256<ushort>.Zero)
+            {
+                s0 = MulAdd(WidenNormalHalf(Vector256.WidenLower(h0)), Vector256.Load(x + i), s0);
+                s1 = MulAdd(WidenNormalHalf(Vector256.WidenUpper(h0)), Vector256.Load(x + i + 8), s1);
+                s2 = MulAdd(WidenNormalHalf(Vector256.WidenLower(h1)), Vector256.Load(x + i + 16), s2);
+                s3 = MulAdd(WidenNormalHalf(Vector256.WidenUpper(h1)), Vector256.Load(x + i + 24), s3);
+            }
+            else
+            {
+                s0 = MulAdd(Fp16.Widen(Vector256.WidenLower(h0)), Vector256.Load(x + i), s0);
+                s1 = MulAdd(Fp16.Widen(Vector256.WidenUpper(h0)), Vector256.Load(x + i + 8), s1);
+                s2 = MulAdd(Fp16.Widen(Vector256.WidenLower(h1)), Vector256.Load(x + i + 16), s2);
+                s3 = MulAdd(Fp16.Widen(Vector256.WidenUpper(h1)), Vector256.Load(x + i + 24), s3);
+            }
         }
         double sum = Reduce(s0, s1, s2, s3);
         for (int i = np; i < n; i++) sum += Fp16.ToFloat(w[i]) * x[i];
         return (float)sum;
     }
+
+    // fp16 → fp32 for normal numbers only: rebias the exponent by 112 and move sign, exponent and mantissa into place.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> WidenNormalHalf(Vector256<uint> h) =>
+        ((((h & Vector256.Create(0x7FFFu)) << 13) + Vector256.Create(0x38000000u)) | ((h & Vector256.Create(0x8000u)) << 16)).AsSingle();
 
     internal static float F16Vector128(ushort* w, float* x, int n)
     {
