@@ -127,6 +127,42 @@ public unsafe class MatVecTests(ITestOutputHelper output)
         }
     }
 
+    [Theory]
+    [InlineData(DType.F16)]
+    [InlineData(DType.BF16)]
+    public void HalfWeightsCanMultiplyARoundedInputLikeLlamaCpp(DType type)
+    {
+        int rows = 21, cols = 259, tokens = 3;
+        using var m = new Matrix(type, rows, cols, 41);
+        var x = TestData.Gaussian(tokens * cols, 42);
+        var act = new ActivationQ8(cols, tokens, HalfWeightInput.WeightType);
+        act.Load(x, tokens);
+        var y = new float[tokens * rows];
+        MatMul.Run(m.W, act, y);
+        double worst = 0;
+        for (int t = 0; t < tokens; t++)
+        {
+            var xr = x.AsSpan(t * cols, cols);
+            var rounded = new ushort[cols];
+            if (type == DType.F16) Fp16.FromFloat(xr, MemoryMarshal.Cast<ushort, Half>(rounded.AsSpan()));
+            else Bf16.FromFloat(xr, rounded);
+            for (int r = 0; r < rows; r++)
+            {
+                var wRow = new ReadOnlySpan<ushort>(m.W.Row(r), cols);
+                float expected = type == DType.F16
+                    ? VecDot.F16xF16(MemoryMarshal.Cast<ushort, Half>(wRow), MemoryMarshal.Cast<ushort, Half>(rounded.AsSpan()))
+                    : VecDot.BF16xBF16(wRow, rounded);
+                Assert.Equal(BitConverter.SingleToUInt32Bits(expected), BitConverter.SingleToUInt32Bits(y[t * rows + r]));
+                double exact = 0;
+                for (int c = 0; c < cols; c++) exact += (double)m.Decoded[r * cols + c] * xr[c];
+                worst = Math.Max(worst, Math.Abs(y[t * rows + r] - exact) / Math.Sqrt(m.Decoded.AsSpan(r * cols, cols).ToArray().Sum(v => (double)v * v) * xr.ToArray().Sum(v => (double)v * v)));
+            }
+        }
+        double tol = type == DType.F16 ? 1e-3 : 1e-2;
+        output.WriteLine($"{DTypes.Name(type)} with the input rounded to {DTypes.Name(type)}: max |y − f64(float input)| / (‖w‖‖x‖) = {worst:G3} (tol {tol})");
+        Assert.True(worst < tol);
+    }
+
     [Fact]
     public void OneActivationServesSeveralMatricesAndIsRequantizedAfterLoad()
     {

@@ -128,6 +128,13 @@ public unsafe class VecDotTests(ITestOutputHelper output)
             float f32 = VecDot.F32Vector256(pd, px, n);
             Assert.Equal(BitConverter.SingleToUInt32Bits(f32), BitConverter.SingleToUInt32Bits(f16));
         }
+        // fp16 × fp16 likewise, with the special groups in the activation as well (shifted by one group).
+        var x16 = new ushort[n];
+        for (int i = 0; i < n; i++) x16[i] = w[(i + 32) % n];
+        var xDecoded = new float[n];
+        Fp16.ToFloat(x16, xDecoded);
+        fixed (ushort* pw = w) fixed (ushort* px16 = x16) fixed (float* pd = decoded) fixed (float* pxd = xDecoded)
+            Assert.Equal(BitConverter.SingleToUInt32Bits(VecDot.F32Vector256(pd, pxd, n)), BitConverter.SingleToUInt32Bits(VecDot.F16xF16Vector256(pw, px16, n)));
     }
 
     [Fact]
@@ -150,6 +157,54 @@ public unsafe class VecDotTests(ITestOutputHelper output)
                     Assert.True(BitConverter.SingleToUInt32Bits(expected) == BitConverter.SingleToUInt32Bits(ours), $"n={n}: ggml {expected:R}, ours {ours:R}");
                 else
                     Assert.True(Math.Abs(expected - ours) <= FloatTolerance * Math.Max(AbsSum(w, x), 1e-30), $"n={n}: ggml {expected:R}, ours {ours:R}");
+            }
+        }
+    }
+
+    [Fact]
+    public void HalfByHalfDotsMatchGgmlBitForBit()
+    {
+        // llama.cpp rounds the activation to the weight's type (ggml_cpu_fp32_to_fp16 / _bf16) and then runs
+        // ggml_vec_dot_f16 / ggml_vec_dot_bf16; both steps must give identical bits here.
+        bool exact = Vector256.IsHardwareAccelerated && Fma.IsSupported;
+        var api = GgmlNative.Functions;
+        foreach (int n in TestData.Lengths.Append(4096).Append(4099))
+        {
+            var wf = TestData.Gaussian(n, 300 + n);
+            var xf = TestData.Gaussian(n, 400 + n);
+            var w16 = new ushort[n]; var x16 = new ushort[n]; var g16 = new ushort[n];
+            var wb = new ushort[n]; var xb = new ushort[n]; var gb = new ushort[n];
+            Fp16.FromFloat(wf, MemoryMarshal.Cast<ushort, Half>(w16.AsSpan()));
+            Fp16.FromFloat(xf, MemoryMarshal.Cast<ushort, Half>(x16.AsSpan()));
+            Bf16.FromFloat(wf, wb);
+            Bf16.FromFloat(xf, xb);
+            fixed (float* px = xf) fixed (ushort* pg16 = g16) fixed (ushort* pgb = gb)
+            {
+                api.CpuFp32ToFp16Row(px, pg16, n);
+                api.CpuFp32ToBf16Row(px, pgb, n);
+            }
+            Assert.Equal(g16, x16);
+            Assert.Equal(gb, xb);
+
+            fixed (ushort* pw16 = w16) fixed (ushort* px16 = x16) fixed (ushort* pwb = wb) fixed (ushort* pxb = xb)
+            {
+                float e16, eb;
+                api.DotF16(n, &e16, 0, pw16, 0, px16, 0, 1);
+                api.DotBF16(n, &eb, 0, pwb, 0, pxb, 0, 1);
+                float o16 = VecDot.F16xF16(pw16, px16, n), ob = VecDot.BF16xBF16(pwb, pxb, n);
+                double scale = Math.Max(AbsSum(wf, xf), 1e-30);
+                if (exact)
+                {
+                    Assert.True(BitConverter.SingleToUInt32Bits(e16) == BitConverter.SingleToUInt32Bits(o16), $"f16 n={n}: ggml {e16:R}, ours {o16:R}");
+                    Assert.True(BitConverter.SingleToUInt32Bits(eb) == BitConverter.SingleToUInt32Bits(ob), $"bf16 n={n}: ggml {eb:R}, ours {ob:R}");
+                }
+                else
+                {
+                    Assert.True(Math.Abs(e16 - o16) <= FloatTolerance * scale);
+                    Assert.True(Math.Abs(eb - ob) <= FloatTolerance * scale);
+                }
+                Assert.True(Math.Abs(VecDot.F16xF16Scalar(pw16, px16, n) - o16) <= FloatTolerance * scale);
+                Assert.True(Math.Abs(VecDot.BF16xBF16Scalar(pwb, pxb, n) - ob) <= FloatTolerance * scale);
             }
         }
     }
