@@ -1,11 +1,25 @@
-// Input vectors of a mat-vec / mat-mul in every form the weight types need: the floats (F32/F16/BF16 weights), Q8_0 blocks
-// (Q8_0/Q4_0 weights) and Q8_K blocks (Q4_K/Q6_K weights). Each quantized form is made at most once per Load, so one input
-// shared by several matrices (gate and up projections, every expert of a layer) is quantized once, as in llama.cpp.
+// Input vectors of a mat-vec / mat-mul in every form the weight types need: the floats (F32 weights, and F16/BF16 weights
+// by default), fp16/bf16 copies (F16/BF16 weights in llama.cpp-compatible mode), Q8_0 blocks (Q8_0/Q4_0 weights) and Q8_K
+// blocks (Q4_K/Q6_K weights). Each form is made at most once per Load, so one input shared by several matrices (gate and
+// up projections, every expert of a layer) is converted once, as in llama.cpp.
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Pregate.Core;
 
 namespace Pregate.Kernels;
+
+/// <summary>What F16 and BF16 weights multiply.</summary>
+public enum HalfWeightInput
+{
+    /// <summary>The float input as is (the more accurate choice).</summary>
+    Float,
+
+    /// <summary>
+    /// The input rounded to the weight's type first (fp16 for F16 weights, bf16 for BF16 weights), as llama.cpp's CPU
+    /// backend does (ggml's vec_dot_type), so results match its ggml_vec_dot_f16 / ggml_vec_dot_bf16 bit for bit.
+    /// </summary>
+    WeightType,
+}
 
 /// <summary>
 /// A reusable buffer for up to <see cref="MaxTokens"/> input vectors of up to <see cref="MaxCols"/> values. Memory is
@@ -17,11 +31,16 @@ public sealed unsafe class ActivationQ8
     private readonly float[] _values;
     private readonly byte[] _q8_0;
     private readonly byte[] _q8_K;
+    private readonly ushort[] _half;
     private bool _hasQ8_0;
     private bool _hasQ8_K;
+    private DType _halfType;   // F16 or BF16 when _half holds the current input in that type, else F32
 
-    /// <summary>Allocates room for <paramref name="maxTokens"/> vectors of <paramref name="maxCols"/> values.</summary>
-    public ActivationQ8(int maxCols, int maxTokens = 1)
+    /// <summary>
+    /// Allocates room for <paramref name="maxTokens"/> vectors of <paramref name="maxCols"/> values;
+    /// <paramref name="halfInput"/> chooses what F16/BF16 weights multiply.
+    /// </summary>
+    public ActivationQ8(int maxCols, int maxTokens = 1, HalfWeightInput halfInput = HalfWeightInput.Float)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(maxCols);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxTokens, 1);
@@ -31,7 +50,16 @@ public sealed unsafe class ActivationQ8
         _values = GC.AllocateUninitializedArray<float>(checked((int)n), pinned: true);
         _q8_0 = GC.AllocateUninitializedArray<byte>(checked((int)(n / BlockQ8_0.Size * Unsafe.SizeOf<BlockQ8_0>())), pinned: true);
         _q8_K = GC.AllocateUninitializedArray<byte>(checked((int)(n / BlockQ8_K.Size * Unsafe.SizeOf<BlockQ8_K>())), pinned: true);
+        HalfInput = halfInput;
+        _half = halfInput == HalfWeightInput.WeightType ? GC.AllocateUninitializedArray<ushort>((int)n, pinned: true) : [];
     }
+
+    /// <summary>What F16/BF16 weights multiply (fixed at construction).</summary>
+    public HalfWeightInput HalfInput { get; }
+
+    /// <summary>True when weights of <paramref name="weightType"/> multiply an fp16/bf16 copy of the input.</summary>
+    internal bool UsesHalfCopy(DType weightType) =>
+        HalfInput == HalfWeightInput.WeightType && weightType is DType.F16 or DType.BF16;
 
     public int MaxCols { get; }
     public int MaxTokens { get; }
@@ -60,6 +88,7 @@ public sealed unsafe class ActivationQ8
         Tokens = tokens;
         _hasQ8_0 = false;
         _hasQ8_K = false;
+        _halfType = DType.F32;
     }
 
     /// <summary>The floats of vector <paramref name="token"/>.</summary>
@@ -87,6 +116,14 @@ public sealed unsafe class ActivationQ8
                 Quantize.QuantizeQ8_K(_values.AsSpan(0, Cols * Tokens), _q8_K);
                 _hasQ8_K = true;
                 break;
+            case DType.F16 when UsesHalfCopy(weightType) && _halfType != DType.F16:
+                Fp16.FromFloat(_values.AsSpan(0, Cols * Tokens), MemoryMarshal.Cast<ushort, Half>(_half.AsSpan()));
+                _halfType = DType.F16;
+                break;
+            case DType.BF16 when UsesHalfCopy(weightType) && _halfType != DType.BF16:
+                Bf16.FromFloat(_values.AsSpan(0, Cols * Tokens), _half);
+                _halfType = DType.BF16;
+                break;
         }
     }
 
@@ -103,6 +140,7 @@ public sealed unsafe class ActivationQ8
     {
         DType.Q8_0 or DType.Q4_0 => Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_q8_0)),
         DType.Q4_K or DType.Q6_K => Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_q8_K)),
+        _ when UsesHalfCopy(weightType) => Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_half)),
         _ => Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_values)),
     };
 
@@ -111,6 +149,7 @@ public sealed unsafe class ActivationQ8
     {
         DType.Q8_0 or DType.Q4_0 => (long)Cols / BlockQ8_0.Size * Unsafe.SizeOf<BlockQ8_0>(),
         DType.Q4_K or DType.Q6_K => (long)Cols / BlockQ8_K.Size * Unsafe.SizeOf<BlockQ8_K>(),
+        _ when UsesHalfCopy(weightType) => (long)Cols * sizeof(ushort),
         _ => (long)Cols * sizeof(float),
     };
 

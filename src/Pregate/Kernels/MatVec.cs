@@ -23,7 +23,8 @@ public static unsafe class MatVec
 
     /// <summary>
     /// y[r] = Σ_c W[r, c]·x[c]. Quantized weights quantize x into temporary memory first (stack for small inputs, a pooled
-    /// buffer otherwise); to share that work between matrices, use the <see cref="ActivationQ8"/> overload.
+    /// buffer otherwise); F16/BF16 weights multiply x as floats (<see cref="HalfWeightInput.Float"/>). To share the
+    /// conversion between matrices or to round like llama.cpp, use the <see cref="ActivationQ8"/> overload.
     /// Throws <see cref="ArgumentException"/> on length mismatches.
     /// </summary>
     public static void Run(in WeightMatrix w, ReadOnlySpan<float> x, Span<float> y, WorkerTeam? team = null)
@@ -82,12 +83,12 @@ public static unsafe class MatMul
         if (x.Cols != w.Cols) throw new ArgumentException($"input has {x.Cols} values, matrix has {w.Cols} columns", nameof(x));
         if (y.Length < (long)x.Tokens * w.Rows) throw new ArgumentException($"output has {y.Length} values, {(long)x.Tokens * w.Rows} needed", nameof(y));
         x.Prepare(w.Type);
-        fixed (float* py = y) Dispatch(w, (byte*)x.Base(w.Type), x.RowBytes(w.Type), x.Tokens, py, team);
+        fixed (float* py = y) Dispatch(w, (byte*)x.Base(w.Type), x.RowBytes(w.Type), x.Tokens, py, team, x.UsesHalfCopy(w.Type));
     }
 
-    internal static void Dispatch(in WeightMatrix w, byte* x, long xStride, int tokens, float* y, WorkerTeam? team)
+    internal static void Dispatch(in WeightMatrix w, byte* x, long xStride, int tokens, float* y, WorkerTeam? team, bool halfInput = false)
     {
-        var job = new Job { W = w, X = x, XStride = xStride, Tokens = tokens, Y = y };
+        var job = new Job { W = w, X = x, XStride = xStride, Tokens = tokens, Y = y, HalfInput = halfInput };
         if (team is null || w.Rows == 0)
         {
             job.Execute(0, w.Rows);
@@ -105,12 +106,15 @@ public static unsafe class MatMul
         public long XStride;
         public int Tokens;
         public float* Y;
+        public bool HalfInput;
 
         public readonly void Execute(int start, int end)
         {
             switch (W.Type)
             {
                 case DType.F32: Rows<F32Row>(start, end); break;
+                case DType.F16 when HalfInput: Rows<F16xF16Row>(start, end); break;
+                case DType.BF16 when HalfInput: Rows<BF16xBF16Row>(start, end); break;
                 case DType.F16: Rows<F16Row>(start, end); break;
                 case DType.BF16: Rows<BF16Row>(start, end); break;
                 case DType.Q8_0: Rows<Q8_0Row>(start, end); break;
@@ -154,6 +158,16 @@ public static unsafe class MatMul
     private struct BF16Row : IRowDot
     {
         public static float Dot(byte* w, byte* x, int cols) => VecDot.BF16((ushort*)w, (float*)x, cols);
+    }
+
+    private struct F16xF16Row : IRowDot
+    {
+        public static float Dot(byte* w, byte* x, int cols) => VecDot.F16xF16((ushort*)w, (ushort*)x, cols);
+    }
+
+    private struct BF16xBF16Row : IRowDot
+    {
+        public static float Dot(byte* w, byte* x, int cols) => VecDot.BF16xBF16((ushort*)w, (ushort*)x, cols);
     }
 
     private struct Q8_0Row : IRowDot

@@ -1,7 +1,7 @@
 // Integer dot products of quantized weight rows with quantized activations, ports of ggml-cpu: the AVX2 bodies follow
 // arch/x86/quants.c (ggml_vec_dot_q8_0_q8_0, _q4_0_q8_0, _q4_K_q8_K, _q6_K_q8_K: vpmaddubsw with the sign trick, vpmaddwd,
-// convert, one FMA per block, hsum_float_8) so sums round as llama.cpp's do; the scalar versions are ggml's *_generic
-// references.
+// convert, one FMA per block, hsum_float_8; Q6_K subtracts its −32 offset once per block through the Q8_K block sums)
+// and give bit-identical results to llama.cpp's AVX2 build; the scalar versions are ggml's *_generic references.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;

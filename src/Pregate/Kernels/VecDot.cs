@@ -1,8 +1,9 @@
 // Float dot products of a weight row (F32, F16, BF16) with a float activation. The Vector256 bodies mirror ggml-cpu's
 // vec.cpp: ggml_vec_dot_f32 (GGML_F32_STEP 32: four 8-wide FMA accumulators, GGML_F32x8_REDUCE, leftovers added in float;
 // bit-identical to llama.cpp's AVX2 build) and, for F16/BF16, the same shape with the sum and leftovers in double as
-// ggml_vec_dot_f16. Vector128 is the same shape 4 wide; the scalar versions (ggml's non-SIMD path, double accumulation)
-// are the references the tests compare with.
+// ggml_vec_dot_f16. fp16 weights are widened with integer ops (an exponent-rebias fast path for groups of normal
+// numbers, the full conversion otherwise: both exact). Vector128 is the same shape 4 wide; the scalar versions (ggml's
+// non-SIMD path, double accumulation) are the references the tests compare with.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -132,15 +133,43 @@ public static unsafe partial class VecDot
         {
             var h0 = Vector256.Load(w + i);
             var h1 = Vector256.Load(w + i + 16);
-            s0 = MulAdd(Fp16.Widen(Vector256.WidenLower(h0)), Vector256.Load(x + i), s0);
-            s1 = MulAdd(Fp16.Widen(Vector256.WidenUpper(h0)), Vector256.Load(x + i + 8), s1);
-            s2 = MulAdd(Fp16.Widen(Vector256.WidenLower(h1)), Vector256.Load(x + i + 16), s2);
-            s3 = MulAdd(Fp16.Widen(Vector256.WidenUpper(h1)), Vector256.Load(x + i + 24), s3);
+            // Normal numbers convert with integer ops alone; zeros, subnormals, inf and NaN take the general path.
+            if (AllNormal(h0, h1))
+            {
+                s0 = MulAdd(WidenNormalHalf(Vector256.WidenLower(h0)), Vector256.Load(x + i), s0);
+                s1 = MulAdd(WidenNormalHalf(Vector256.WidenUpper(h0)), Vector256.Load(x + i + 8), s1);
+                s2 = MulAdd(WidenNormalHalf(Vector256.WidenLower(h1)), Vector256.Load(x + i + 16), s2);
+                s3 = MulAdd(WidenNormalHalf(Vector256.WidenUpper(h1)), Vector256.Load(x + i + 24), s3);
+            }
+            else
+            {
+                s0 = MulAdd(Fp16.Widen(Vector256.WidenLower(h0)), Vector256.Load(x + i), s0);
+                s1 = MulAdd(Fp16.Widen(Vector256.WidenUpper(h0)), Vector256.Load(x + i + 8), s1);
+                s2 = MulAdd(Fp16.Widen(Vector256.WidenLower(h1)), Vector256.Load(x + i + 16), s2);
+                s3 = MulAdd(Fp16.Widen(Vector256.WidenUpper(h1)), Vector256.Load(x + i + 24), s3);
+            }
         }
         double sum = Reduce(s0, s1, s2, s3);
         for (int i = np; i < n; i++) sum += Fp16.ToFloat(w[i]) * x[i];
         return (float)sum;
     }
+
+    // True when no lane of a or b has a zero or all-ones exponent (zero, subnormal, inf, NaN).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool AllNormal(Vector256<ushort> a, Vector256<ushort> b)
+    {
+        var expMask = Vector256.Create((ushort)0x7C00);
+        var ea = a & expMask;
+        var eb = b & expMask;
+        var special = Vector256.Equals(ea, Vector256<ushort>.Zero) | Vector256.Equals(ea, expMask)
+                    | Vector256.Equals(eb, Vector256<ushort>.Zero) | Vector256.Equals(eb, expMask);
+        return special == Vector256<ushort>.Zero;
+    }
+
+    // fp16 → fp32 for normal numbers only: rebias the exponent by 112 and move sign, exponent and mantissa into place.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> WidenNormalHalf(Vector256<uint> h) =>
+        ((((h & Vector256.Create(0x7FFFu)) << 13) + Vector256.Create(0x38000000u)) | ((h & Vector256.Create(0x8000u)) << 16)).AsSingle();
 
     internal static float F16Vector128(ushort* w, float* x, int n)
     {
@@ -216,6 +245,95 @@ public static unsafe partial class VecDot
     {
         double sum = 0;
         for (int i = 0; i < n; i++) sum += Bf16.ToFloat(w[i]) * x[i];
+        return (float)sum;
+    }
+
+    // ---- F16 × F16 and BF16 × BF16 (llama.cpp's vec_dot_type for these weights: the activation is rounded first) ----
+
+    /// <summary>Σ w[i]·x[i] with both operands fp16, as ggml_vec_dot_f16 (llama.cpp's F16 mat-mul).</summary>
+    public static float F16xF16(ReadOnlySpan<Half> w, ReadOnlySpan<Half> x)
+    {
+        SameLength(w.Length, x.Length);
+        fixed (Half* pw = w) fixed (Half* px = x) return F16xF16((ushort*)pw, (ushort*)px, w.Length);
+    }
+
+    /// <summary>Σ w[i]·x[i] with both operands bf16 (bit patterns), as ggml_vec_dot_bf16 (llama.cpp's BF16 mat-mul).</summary>
+    public static float BF16xBF16(ReadOnlySpan<ushort> w, ReadOnlySpan<ushort> x)
+    {
+        SameLength(w.Length, x.Length);
+        fixed (ushort* pw = w) fixed (ushort* px = x) return BF16xBF16(pw, px, w.Length);
+    }
+
+    internal static float F16xF16(ushort* w, ushort* x, int n) =>
+        Vector256.IsHardwareAccelerated ? F16xF16Vector256(w, x, n) : F16xF16Scalar(w, x, n);
+
+    // GGML_F16_STEP 32 with four 8-wide FMA accumulators, GGML_F32Cx8_REDUCE into double, leftovers in double.
+    internal static float F16xF16Vector256(ushort* w, ushort* x, int n)
+    {
+        int np = n & ~31;
+        Vector256<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        for (int i = 0; i < np; i += 32)
+        {
+            var w0 = Vector256.Load(w + i);
+            var w1 = Vector256.Load(w + i + 16);
+            var x0 = Vector256.Load(x + i);
+            var x1 = Vector256.Load(x + i + 16);
+            if (AllNormal(w0, w1) && AllNormal(x0, x1))
+            {
+                s0 = MulAdd(WidenNormalHalf(Vector256.WidenLower(w0)), WidenNormalHalf(Vector256.WidenLower(x0)), s0);
+                s1 = MulAdd(WidenNormalHalf(Vector256.WidenUpper(w0)), WidenNormalHalf(Vector256.WidenUpper(x0)), s1);
+                s2 = MulAdd(WidenNormalHalf(Vector256.WidenLower(w1)), WidenNormalHalf(Vector256.WidenLower(x1)), s2);
+                s3 = MulAdd(WidenNormalHalf(Vector256.WidenUpper(w1)), WidenNormalHalf(Vector256.WidenUpper(x1)), s3);
+            }
+            else
+            {
+                s0 = MulAdd(Fp16.Widen(Vector256.WidenLower(w0)), Fp16.Widen(Vector256.WidenLower(x0)), s0);
+                s1 = MulAdd(Fp16.Widen(Vector256.WidenUpper(w0)), Fp16.Widen(Vector256.WidenUpper(x0)), s1);
+                s2 = MulAdd(Fp16.Widen(Vector256.WidenLower(w1)), Fp16.Widen(Vector256.WidenLower(x1)), s2);
+                s3 = MulAdd(Fp16.Widen(Vector256.WidenUpper(w1)), Fp16.Widen(Vector256.WidenUpper(x1)), s3);
+            }
+        }
+        double sum = Reduce(s0, s1, s2, s3);
+        for (int i = np; i < n; i++) sum += Fp16.ToFloat(w[i]) * Fp16.ToFloat(x[i]);
+        return (float)sum;
+    }
+
+    internal static float F16xF16Scalar(ushort* w, ushort* x, int n)
+    {
+        double sum = 0;
+        for (int i = 0; i < n; i++) sum += Fp16.ToFloat(w[i]) * Fp16.ToFloat(x[i]);
+        return (float)sum;
+    }
+
+    internal static float BF16xBF16(ushort* w, ushort* x, int n) =>
+        Vector256.IsHardwareAccelerated ? BF16xBF16Vector256(w, x, n) : BF16xBF16Scalar(w, x, n);
+
+    // ggml_vec_dot_bf16, AVX2 branch: four 8-wide accumulators of (unfused) products, (c1+c3)+(c2+c4), hsum_float_8,
+    // then the leftovers in double.
+    internal static float BF16xBF16Vector256(ushort* w, ushort* x, int n)
+    {
+        int i = 0;
+        Vector256<float> c1 = default, c2 = default, c3 = default, c4 = default;
+        for (; i + 32 <= n; i += 32)
+        {
+            var w0 = Vector256.Load(w + i);
+            var w1 = Vector256.Load(w + i + 16);
+            var x0 = Vector256.Load(x + i);
+            var x1 = Vector256.Load(x + i + 16);
+            c1 = (Vector256.WidenLower(w0) << 16).AsSingle() * (Vector256.WidenLower(x0) << 16).AsSingle() + c1;
+            c2 = (Vector256.WidenUpper(w0) << 16).AsSingle() * (Vector256.WidenUpper(x0) << 16).AsSingle() + c2;
+            c3 = (Vector256.WidenLower(w1) << 16).AsSingle() * (Vector256.WidenLower(x1) << 16).AsSingle() + c3;
+            c4 = (Vector256.WidenUpper(w1) << 16).AsSingle() * (Vector256.WidenUpper(x1) << 16).AsSingle() + c4;
+        }
+        double sum = VectorMath.HorizontalSum((c1 + c3) + (c2 + c4));
+        for (; i < n; i++) sum += Bf16.ToFloat(w[i]) * Bf16.ToFloat(x[i]);
+        return (float)sum;
+    }
+
+    internal static float BF16xBF16Scalar(ushort* w, ushort* x, int n)
+    {
+        double sum = 0;
+        for (int i = 0; i < n; i++) sum += Bf16.ToFloat(w[i]) * Bf16.ToFloat(x[i]);
         return (float)sum;
     }
 }

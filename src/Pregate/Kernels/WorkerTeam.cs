@@ -1,5 +1,8 @@
 // A persistent team of threads that splits row ranges of one job at a time. The caller participates; workers spin briefly
 // and then block, so back-to-back kernels (a decode step is hundreds of them) hand off in microseconds without allocating.
+// Workers that wake too late to find work are never waited for: the caller closes the job once every chunk is claimed
+// and waits only for threads still executing one.
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.ExceptionServices;
 
@@ -20,23 +23,26 @@ public interface IRowJob
 /// </summary>
 public sealed unsafe class WorkerTeam : IDisposable
 {
-    private const int SpinIterations = 2000;
+    // How long an idle thread spins before blocking: long enough to bridge the gaps between the kernels of a forward
+    // pass, short enough not to burn a core between tokens.
+    private static readonly long SpinTicks = Stopwatch.Frequency / 20_000;   // 50 µs
 
     private readonly Thread[] _workers;
     private readonly ManualResetEventSlim[] _wake;
     private readonly ManualResetEventSlim _done = new(false);
 
-    // Current job, published before _generation is bumped.
+    // The current job; written before _open is set, valid while a thread holds _inFlight.
     private void* _job;
     private delegate*<void*, int, int, void> _invoke;
     private int _rows;
     private int _chunk;
     private int _nextRow;
-    private int _pending;
     private Exception? _error;
 
-    private int _generation;
-    private int _running;
+    private int _open;        // 1 while the job accepts helpers
+    private int _inFlight;    // workers inside the current job
+    private int _generation;  // bumped once per job
+    private int _running;     // guards against concurrent / nested Run
     private volatile bool _disposed;
 
     /// <summary>Creates a team of <paramref name="threads"/> threads including the caller (≤ 0: <see cref="Environment.ProcessorCount"/>).</summary>
@@ -59,8 +65,8 @@ public sealed unsafe class WorkerTeam : IDisposable
 
     /// <summary>
     /// Runs <paramref name="job"/> over rows [0, <paramref name="rows"/>) split into chunks of at least
-    /// <paramref name="minChunk"/> rows, on all threads; returns when every row is done. The first exception thrown by any
-    /// thread is rethrown here (remaining chunks are skipped). The job is shared by reference for the duration of the call.
+    /// <paramref name="minChunk"/> rows on all threads, and returns when every row is done. The first exception thrown
+    /// on any thread is rethrown here (chunks not yet started are skipped). The job is shared by reference during the call.
     /// </summary>
     public void Run<TJob>(ref TJob job, int rows, int minChunk = 1) where TJob : struct, IRowJob
     {
@@ -85,17 +91,18 @@ public sealed unsafe class WorkerTeam : IDisposable
             _chunk = chunk;
             _nextRow = 0;
             _error = null;
-            _pending = _workers.Length;
+            Volatile.Write(ref _open, 1);
             Interlocked.Increment(ref _generation);
             foreach (var w in _wake) w.Set();
 
             Work();
 
-            // Wait for the workers: spin first, then block.
-            int spins = 0;
-            while (Volatile.Read(ref _pending) != 0)
+            // No new helpers from here on; wait for those still executing a chunk.
+            Interlocked.Exchange(ref _open, 0);
+            long deadline = Stopwatch.GetTimestamp() + SpinTicks;
+            while (Volatile.Read(ref _inFlight) != 0)
             {
-                if (spins++ < SpinIterations) { Thread.SpinWait(20); continue; }
+                if (Stopwatch.GetTimestamp() < deadline) { Thread.SpinWait(8); continue; }
                 _done.Wait();
                 _done.Reset();
             }
@@ -135,21 +142,24 @@ public sealed unsafe class WorkerTeam : IDisposable
         int seen = 0;
         while (true)
         {
-            int spins = 0;
+            long deadline = Stopwatch.GetTimestamp() + SpinTicks;
             while (Volatile.Read(ref _generation) == seen && !_disposed)
             {
-                if (spins++ < SpinIterations) { Thread.SpinWait(20); continue; }
+                if (Stopwatch.GetTimestamp() < deadline) { Thread.SpinWait(8); continue; }
                 wake.Wait();
                 wake.Reset();
             }
             if (_disposed) return;
             seen = Volatile.Read(ref _generation);
-            Work();
-            if (Interlocked.Decrement(ref _pending) == 0) _done.Set();
+
+            // Join only while the job is open; the caller, having closed it, waits for every thread that got in.
+            Interlocked.Increment(ref _inFlight);
+            if (Volatile.Read(ref _open) == 1) Work();
+            if (Interlocked.Decrement(ref _inFlight) == 0) _done.Set();
         }
     }
 
-    /// <summary>Stops and joins the workers. Idempotent.</summary>
+    /// <summary>Stops and joins the workers. Idempotent; not to be called while a Run is in progress.</summary>
     public void Dispose()
     {
         if (_disposed) return;

@@ -29,6 +29,10 @@ internal static unsafe class GgmlNative
         public required delegate* unmanaged<int, float*, nuint, void*, nuint, void*, nuint, int, void> DotQ4_KQ8_K;
         public required delegate* unmanaged<int, float*, nuint, void*, nuint, void*, nuint, int, void> DotQ6_KQ8_K;
         public required delegate* unmanaged<int, float*, nuint, float*, nuint, float*, nuint, int, void> DotF32;
+        public required delegate* unmanaged<int, float*, nuint, ushort*, nuint, ushort*, nuint, int, void> DotF16;
+        public required delegate* unmanaged<int, float*, nuint, ushort*, nuint, ushort*, nuint, int, void> DotBF16;
+        public required delegate* unmanaged<float*, ushort*, long, void> CpuFp32ToFp16Row;
+        public required delegate* unmanaged<float*, ushort*, long, void> CpuFp32ToBf16Row;
         public required delegate* unmanaged<int, float*, float*, float*, void> SwigluF32;
         public required delegate* unmanaged<int, float*, float*, float, double> SoftMaxF32;
         public required delegate* unmanaged<float, ushort> Fp32ToFp16;
@@ -62,6 +66,10 @@ internal static unsafe class GgmlNative
             DotQ4_KQ8_K = (delegate* unmanaged<int, float*, nuint, void*, nuint, void*, nuint, int, void>)NativeLibrary.GetExport(c, "ggml_vec_dot_q4_K_q8_K"),
             DotQ6_KQ8_K = (delegate* unmanaged<int, float*, nuint, void*, nuint, void*, nuint, int, void>)NativeLibrary.GetExport(c, "ggml_vec_dot_q6_K_q8_K"),
             DotF32 = (delegate* unmanaged<int, float*, nuint, float*, nuint, float*, nuint, int, void>)NativeLibrary.GetExport(c, "ggml_vec_dot_f32"),
+            DotF16 = (delegate* unmanaged<int, float*, nuint, ushort*, nuint, ushort*, nuint, int, void>)NativeLibrary.GetExport(c, "ggml_vec_dot_f16"),
+            DotBF16 = (delegate* unmanaged<int, float*, nuint, ushort*, nuint, ushort*, nuint, int, void>)NativeLibrary.GetExport(c, "ggml_vec_dot_bf16"),
+            CpuFp32ToFp16Row = (delegate* unmanaged<float*, ushort*, long, void>)NativeLibrary.GetExport(c, "ggml_cpu_fp32_to_fp16"),
+            CpuFp32ToBf16Row = (delegate* unmanaged<float*, ushort*, long, void>)NativeLibrary.GetExport(c, "ggml_cpu_fp32_to_bf16"),
             SwigluF32 = (delegate* unmanaged<int, float*, float*, float*, void>)NativeLibrary.GetExport(c, "ggml_vec_swiglu_f32"),
             SoftMaxF32 = (delegate* unmanaged<int, float*, float*, float, double>)NativeLibrary.GetExport(c, "ggml_vec_soft_max_f32"),
             Fp32ToFp16 = (delegate* unmanaged<float, ushort>)NativeLibrary.GetExport(b, "ggml_fp32_to_fp16"),

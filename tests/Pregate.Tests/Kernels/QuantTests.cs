@@ -39,9 +39,9 @@ public unsafe class QuantTests(ITestOutputHelper output)
     [Fact]
     public void PowerOfTwoConstantsAreExact()
     {
-        Assert.Equal(MathF.ScaleB(1f, 112), Fp16.TwoPow112);
-        Assert.Equal(MathF.ScaleB(1f, -110), Fp16.TwoPowM110);
-        Assert.Equal(MathF.ScaleB(1f, -112), Fp16.TwoPowM112);
+        Assert.Equal(Fp16.TwoPow112, MathF.ScaleB(1f, 112));
+        Assert.Equal(Fp16.TwoPowM110, MathF.ScaleB(1f, -110));
+        Assert.Equal(Fp16.TwoPowM112, MathF.ScaleB(1f, -112));
     }
 
     [Fact]
