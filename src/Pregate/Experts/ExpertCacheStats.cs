@@ -1,0 +1,37 @@
+// Counters of the expert cache and loader; subtract two snapshots for per-token figures.
+namespace Pregate.Experts;
+
+/// <summary>
+/// A snapshot of expert cache/loader counters.
+/// <list type="bullet">
+/// <item><see cref="Hits"/>: acquires that found the expert resident and read; <see cref="Misses"/>: acquires that did not
+/// (the expert was in flight or had to be loaded). <c>Hits + Misses</c> = successful acquires.</item>
+/// <item><see cref="Loads"/>: expert reads completed (demand and prefetch); <see cref="BytesRead"/>: bytes transferred from
+/// the files (4096-aligned ranges); <see cref="Evictions"/>: resident experts replaced.</item>
+/// <item><see cref="PrefetchLoads"/>: reads issued by a prefetch; <see cref="PrefetchHits"/>: prefetch-issued experts that
+/// were then acquired (ready or still in flight); <see cref="PrefetchesWasted"/>: prefetches evicted before use or
+/// cancelled before their read started; <see cref="PrefetchesCancelled"/>: the cancelled part of those (no I/O spent).</item>
+/// <item><see cref="Stall"/>: total time acquires waited for reads or free slots.</item>
+/// </list>
+/// </summary>
+public readonly record struct ExpertCacheStats(
+    long Hits,
+    long Misses,
+    long Loads,
+    long BytesRead,
+    long Evictions,
+    long PrefetchLoads,
+    long PrefetchHits,
+    long PrefetchesWasted,
+    long PrefetchesCancelled,
+    TimeSpan Stall)
+{
+    /// <summary>Hits / (hits + misses); 0 when nothing was acquired.</summary>
+    public double HitRate => Hits + Misses == 0 ? 0 : (double)Hits / (Hits + Misses);
+
+    /// <summary>Counter-wise difference (e.g. the figures of one decode step).</summary>
+    public static ExpertCacheStats operator -(ExpertCacheStats a, ExpertCacheStats b) => new(
+        a.Hits - b.Hits, a.Misses - b.Misses, a.Loads - b.Loads, a.BytesRead - b.BytesRead, a.Evictions - b.Evictions,
+        a.PrefetchLoads - b.PrefetchLoads, a.PrefetchHits - b.PrefetchHits, a.PrefetchesWasted - b.PrefetchesWasted,
+        a.PrefetchesCancelled - b.PrefetchesCancelled, a.Stall - b.Stall);
+}

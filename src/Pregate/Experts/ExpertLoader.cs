@@ -1,0 +1,550 @@
+// Moves routed experts from the model files into cache slots: I/O threads serve demand loads first, then prefetches by
+// deadline; stale prefetches are cancelled; leases pin what a layer uses (Pre-gated MoE's prefetch, ExpertFlow's correction).
+using System.Diagnostics;
+using System.Diagnostics.CodeAnalysis;
+
+namespace Pregate.Experts;
+
+/// <summary>Settings of an <see cref="ExpertLoader"/>.</summary>
+public sealed record ExpertLoaderOptions
+{
+    /// <summary>I/O threads, i.e. expert reads in flight at once (disk throughput grows up to about 4).</summary>
+    public int IoThreads { get; init; } = 4;
+
+    /// <summary>
+    /// How long a demand load may wait for a slot while every slot is pinned before <see cref="ExpertLoader.Acquire"/>
+    /// gives up with a <see cref="TimeoutException"/>.
+    /// </summary>
+    public TimeSpan SlotWaitTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Read with O_DIRECT where the filesystem allows it (else buffered reads with DONTNEED advice).</summary>
+    public bool AllowDirectIo { get; init; } = true;
+
+    /// <summary>Create the I/O threads paused until <see cref="ExpertLoader.Resume"/> (lets tests stage a queue).</summary>
+    internal bool StartPaused { get; init; }
+}
+
+/// <summary>
+/// Loads experts described by an <see cref="ExpertLayout"/> into the slots of an <see cref="ExpertCache"/> and hands them out
+/// as pinning <see cref="ExpertLease"/>s. Thread-safe. The loader owns the cache (and its pool) and disposes it.
+/// <para>
+/// Position: the engine calls <see cref="BeginLayer"/> as it enters each layer; a layer number not above the previous one
+/// starts a new token. An expert of layer <c>l</c> is next needed at layer <c>l</c> of this token when <c>l</c> ≥ the current
+/// layer, else at layer <c>l</c> of the next token: that is the deadline of its prefetch.
+/// </para>
+/// <para>
+/// Priorities: demand loads (<see cref="Acquire"/>, <see cref="Request"/>) in arrival order, then prefetches by deadline
+/// (earlier layers first) and arrival. A queued prefetch whose deadline passes is cancelled. A prefetch that finds every slot
+/// pinned is dropped. A loaded expert stays pinned ("reserved") until its first acquire or its deadline, so prefetches
+/// cannot evict each other; a demand load that finds every slot pinned takes over a prefetch-reserved slot (the one
+/// needed last) and otherwise waits until a lease is disposed or a reservation expires, at most
+/// <see cref="ExpertLoaderOptions.SlotWaitTimeout"/>. The waiting thread must not itself hold the leases that fill the pool:
+/// that wait ends in <see cref="TimeoutException"/>, never a hang.
+/// </para>
+/// </summary>
+public sealed unsafe class ExpertLoader : IDisposable
+{
+    private enum JobState { Queued, Reading, Done, Failed, Cancelled }
+    private enum LoadOrigin { Demand, Prefetch }
+
+    private sealed class LoadJob(ExpertKey key, long deadline, bool demand)
+    {
+        public ExpertKey Key { get; } = key;
+        public long Deadline { get; set; } = deadline;        // position (token · layers + layer) it is needed at
+        public bool Demand { get; set; } = demand;            // someone acquires or requested it
+        public bool IssuedByPrefetch { get; set; } = !demand; // its read started on a prefetch's behalf
+        public JobState State { get; set; }
+        public int Slot { get; set; } = -1;
+        public Exception? Error { get; set; }
+    }
+
+    private readonly record struct Reservation(long Deadline, bool ByPrefetch);
+
+    private readonly object _gate = new();
+    private readonly ExpertLayout _layout;
+    private readonly ExpertCache _cache;
+    private readonly ExpertLoaderOptions _options;
+    private readonly Dictionary<ExpertKey, LoadJob> _pending = new();            // queued or being read
+    private readonly Queue<LoadJob> _demand = new();
+    private readonly PriorityQueue<LoadJob, (long Deadline, long Sequence)> _prefetch = new();
+    private readonly Dictionary<ExpertKey, Reservation> _reservations = new();   // each holds one pin
+    private readonly Dictionary<ExpertKey, LoadOrigin> _unused = new();          // loaded, not yet acquired
+    private readonly Dictionary<string, DirectFileReader> _readers = new(StringComparer.Ordinal);
+    private readonly Thread[] _workers;
+    private readonly List<LoadJob> _staleJobs = new();
+    private readonly List<ExpertKey> _expiredReservations = new();
+    private long _sequence;
+    private long _token;
+    private int _layer = -1;
+    private int _leases;
+    private long _slotsBlockedSince; // timestamp since the demand queue's head has found every slot pinned; 0 when not blocked
+    private bool _paused;
+    private bool _disposed;
+    private long _hits, _misses, _loads, _bytesRead, _prefetchLoads, _prefetchHits, _prefetchesWasted, _prefetchesCancelled, _stallTicks;
+
+    /// <exception cref="ArgumentException">The cache's slots are smaller than <see cref="ExpertLayout.SlotBytes"/>.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">Fewer than one I/O thread or a negative timeout.</exception>
+    public ExpertLoader(ExpertLayout layout, ExpertCache cache, ExpertLoaderOptions? options = null)
+    {
+        _layout = layout ?? throw new ArgumentNullException(nameof(layout));
+        _cache = cache ?? throw new ArgumentNullException(nameof(cache));
+        _options = options ?? new ExpertLoaderOptions();
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(_options.IoThreads, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfLessThan(_options.SlotWaitTimeout, TimeSpan.Zero, nameof(options));
+        if (cache.Pool.SlotBytes < layout.SlotBytes)
+            throw new ArgumentException($"Cache slots hold {cache.Pool.SlotBytes} bytes but the largest expert needs {layout.SlotBytes}.", nameof(cache));
+        _paused = _options.StartPaused;
+        _workers = new Thread[_options.IoThreads];
+        for (int i = 0; i < _workers.Length; i++)
+        {
+            _workers[i] = new Thread(WorkerLoop) { IsBackground = true, Name = $"pregate-expert-io-{i}" };
+            _workers[i].Start();
+        }
+    }
+
+    public ExpertLayout Layout => _layout;
+
+    /// <summary>Slots in the pool (how many experts can be resident at once).</summary>
+    public int SlotCount => _cache.Pool.SlotCount;
+
+    /// <summary>A snapshot of the counters (see <see cref="ExpertCacheStats"/>).</summary>
+    public ExpertCacheStats Stats
+    {
+        get
+        {
+            lock (_gate)
+                return new ExpertCacheStats(_hits, _misses, _loads, _bytesRead, _cache.Evictions, _prefetchLoads, _prefetchHits,
+                    _prefetchesWasted, _prefetchesCancelled, Stopwatch.GetElapsedTime(0, _stallTicks));
+        }
+    }
+
+    /// <summary>
+    /// The engine enters <paramref name="layer"/> (a value ≤ the previous one starts the next token). Queued prefetches whose
+    /// deadline has passed are cancelled; reservations that expired are released.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The layer is outside the model.</exception>
+    public void BeginLayer(int layer)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(layer);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(layer, _layout.LayerCount);
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (layer <= _layer) _token++;
+            _layer = layer;
+            long now = Position;
+            _staleJobs.Clear();
+            foreach (LoadJob job in _pending.Values)
+                if (job.State == JobState.Queued && !job.Demand && job.Deadline < now) _staleJobs.Add(job);
+            foreach (LoadJob job in _staleJobs) CancelPrefetch(job);
+            _expiredReservations.Clear();
+            foreach ((ExpertKey key, Reservation r) in _reservations)
+                if (r.Deadline < now) _expiredReservations.Add(key);
+            foreach (ExpertKey key in _expiredReservations)
+            {
+                _reservations.Remove(key);
+                _cache.Unpin(key);
+            }
+            Monitor.PulseAll(_gate);
+        }
+    }
+
+    /// <summary>
+    /// Asks for <paramref name="key"/> ahead of its use (deadline: the next time the engine reaches its layer). Resident or
+    /// in-flight experts are not read again; a resident one is reserved against eviction until the deadline.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The key is outside the model.</exception>
+    public void Prefetch(ExpertKey key)
+    {
+        _ = _layout.Plan(key);
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            long deadline = DeadlineOf(key);
+            if (_pending.TryGetValue(key, out LoadJob? pending))
+            {
+                pending.Deadline = Math.Max(pending.Deadline, deadline);
+                return;
+            }
+            if (_cache.TryGetSlot(key, out _))
+            {
+                Reserve(key, deadline, byPrefetch: true);
+                return;
+            }
+            var job = new LoadJob(key, deadline, demand: false);
+            _pending[key] = job;
+            _prefetch.Enqueue(job, (deadline, ++_sequence));
+            Monitor.PulseAll(_gate);
+        }
+    }
+
+    /// <summary>
+    /// Starts demand loads of every key that is not resident, without waiting, so several reads run at once; resident keys are
+    /// reserved against eviction. Follow with <see cref="TryAcquire"/> / <see cref="Acquire"/>.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">A key is outside the model.</exception>
+    public void Request(ReadOnlySpan<ExpertKey> keys)
+    {
+        foreach (ExpertKey key in keys) _ = _layout.Plan(key);
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            foreach (ExpertKey key in keys)
+                if (EnsureDemandLoad(key) is null) Reserve(key, DeadlineOf(key), byPrefetch: false);
+        }
+    }
+
+    /// <summary>A lease on <paramref name="key"/> when it is resident and loaded; never waits, never starts a read.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The key is outside the model.</exception>
+    public bool TryAcquire(ExpertKey key, [NotNullWhen(true)] out ExpertLease? lease)
+    {
+        _ = _layout.Plan(key);
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            lease = IsReady(key, out int slot) ? Grant(key, slot, waitStart: 0) : null;
+            return lease is not null;
+        }
+    }
+
+    /// <summary>
+    /// A lease on <paramref name="key"/>: at once when resident, after the in-flight read when loading, else after a demand
+    /// load (ahead of all prefetches). The lease pins the expert until disposed.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The key is outside the model.</exception>
+    /// <exception cref="ExpertLoadException">The read failed (the inner exception names the file).</exception>
+    /// <exception cref="TimeoutException">Every slot stayed pinned for <see cref="ExpertLoaderOptions.SlotWaitTimeout"/>.</exception>
+    /// <exception cref="ObjectDisposedException">The loader was disposed (also while waiting).</exception>
+    public ExpertLease Acquire(ExpertKey key)
+    {
+        _ = _layout.Plan(key);
+        lock (_gate)
+        {
+            long waitStart = 0;
+            while (true)
+            {
+                ObjectDisposedException.ThrowIf(_disposed, this);
+                if (IsReady(key, out int slot)) return Grant(key, slot, waitStart);
+                if (waitStart == 0) waitStart = Stopwatch.GetTimestamp();
+                LoadJob job = EnsureDemandLoad(key)!;
+                WaitFor(job, waitStart);
+            }
+        }
+    }
+
+    /// <summary>Feeds layer <paramref name="layer"/>'s router probabilities (one per expert) to the eviction policy.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The layer is outside the model.</exception>
+    /// <exception cref="ArgumentException">The span does not hold one probability per expert.</exception>
+    public void ObserveRouting(int layer, ReadOnlySpan<float> probabilities)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(layer);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(layer, _layout.LayerCount);
+        if (probabilities.Length != _layout.ExpertCount)
+            throw new ArgumentException($"Expected {_layout.ExpertCount} router probabilities, got {probabilities.Length}.", nameof(probabilities));
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            _cache.ObserveRouting(layer, probabilities);
+        }
+    }
+
+    /// <summary>True when <paramref name="key"/> is resident and loaded.</summary>
+    public bool IsResident(ExpertKey key)
+    {
+        lock (_gate) return !_disposed && IsReady(key, out _);
+    }
+
+    /// <summary>
+    /// Stops the I/O threads (each finishes the read it is in), fails waiting acquires with <see cref="ObjectDisposedException"/>,
+    /// closes the files and frees the slots. Leases must not be used afterwards.
+    /// </summary>
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            foreach (LoadJob job in _pending.Values.Where(j => j.State == JobState.Queued)) job.State = JobState.Cancelled;
+            Monitor.PulseAll(_gate);
+        }
+        foreach (Thread worker in _workers) worker.Join();
+        foreach (DirectFileReader reader in _readers.Values) reader.Dispose();
+        _cache.Dispose();
+    }
+
+    /// <summary>Releases I/O threads created paused (<see cref="ExpertLoaderOptions.StartPaused"/>).</summary>
+    internal void Resume()
+    {
+        lock (_gate)
+        {
+            _paused = false;
+            Monitor.PulseAll(_gate);
+        }
+    }
+
+    /// <summary>Waits until no load is queued or in flight; false on timeout.</summary>
+    internal bool WaitUntilIdle(TimeSpan timeout)
+    {
+        long start = Stopwatch.GetTimestamp();
+        lock (_gate)
+        {
+            while (_pending.Count > 0)
+            {
+                TimeSpan left = timeout - Stopwatch.GetElapsedTime(start);
+                if (left <= TimeSpan.Zero || _disposed) return false;
+                Monitor.Wait(_gate, left);
+            }
+            return true;
+        }
+    }
+
+    internal void Release(ExpertKey key)
+    {
+        lock (_gate)
+        {
+            if (_disposed) return;
+            _leases--;
+            _cache.Unpin(key);
+            Monitor.PulseAll(_gate);
+        }
+    }
+
+    // position = token · layers + layer (−1 before the first BeginLayer)
+    private long Position => _token * _layout.LayerCount + _layer;
+
+    private long DeadlineOf(ExpertKey key) =>
+        (key.Layer >= _layer ? _token : _token + 1) * _layout.LayerCount + key.Layer;
+
+    private bool IsReady(ExpertKey key, out int slot) => _cache.TryGetSlot(key, out slot) && !_pending.ContainsKey(key);
+
+    private ExpertLease Grant(ExpertKey key, int slot, long waitStart)
+    {
+        _cache.Pin(key);
+        _leases++;
+        if (_reservations.Remove(key)) _cache.Unpin(key); // the lease takes over the reservation's protection
+        bool missed = waitStart != 0;
+        if (_unused.Remove(key, out LoadOrigin origin))
+        {
+            if (origin == LoadOrigin.Prefetch) _prefetchHits++;
+            else missed = true; // loaded by a Request: the read was not hidden
+        }
+        if (missed) _misses++;
+        else _hits++;
+        if (waitStart != 0) _stallTicks += Stopwatch.GetTimestamp() - waitStart;
+        _cache.Touch(key);
+        return new ExpertLease(this, key, slot, _cache.Pool.SlotPointer(slot), _layout.Plan(key));
+    }
+
+    private void Reserve(ExpertKey key, long deadline, bool byPrefetch)
+    {
+        if (_reservations.TryGetValue(key, out Reservation r))
+        {
+            _reservations[key] = new Reservation(Math.Max(r.Deadline, deadline), r.ByPrefetch && byPrefetch);
+            return;
+        }
+        _cache.Pin(key);
+        _reservations[key] = new Reservation(deadline, byPrefetch);
+    }
+
+    // The pending load of a key that is not ready, made a demand load (created when missing); null when the key is ready.
+    private LoadJob? EnsureDemandLoad(ExpertKey key)
+    {
+        if (_pending.TryGetValue(key, out LoadJob? job))
+        {
+            if (job.Demand) return job;
+            job.Demand = true;
+            if (job.State == JobState.Queued)
+            {
+                job.IssuedByPrefetch = false; // no read had started: the demand pays for it
+                _demand.Enqueue(job);
+                Monitor.PulseAll(_gate);
+            }
+            return job;
+        }
+        if (_cache.TryGetSlot(key, out _)) return null;
+        job = new LoadJob(key, DeadlineOf(key), demand: true);
+        _pending[key] = job;
+        _demand.Enqueue(job);
+        Monitor.PulseAll(_gate);
+        return job;
+    }
+
+    private void WaitFor(LoadJob job, long waitStart)
+    {
+        while (job.State is JobState.Queued or JobState.Reading)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (job.State == JobState.Reading || _slotsBlockedSince == 0)
+            {
+                Monitor.Wait(_gate); // every state change pulses
+                continue;
+            }
+            TimeSpan left = _options.SlotWaitTimeout - Stopwatch.GetElapsedTime(Math.Max(_slotsBlockedSince, waitStart));
+            if (left > TimeSpan.Zero)
+            {
+                Monitor.Wait(_gate, left);
+                continue;
+            }
+            job.State = JobState.Cancelled;
+            _pending.Remove(job.Key);
+            if (!_demand.Any(j => j.State == JobState.Queued)) _slotsBlockedSince = 0;
+            Monitor.PulseAll(_gate);
+            int loading = _pending.Values.Count(j => j.State == JobState.Reading);
+            throw new TimeoutException(
+                $"Expert {job.Key} waited {_options.SlotWaitTimeout.TotalSeconds:0.###} s for a slot: all {_cache.Pool.SlotCount} slots are pinned " +
+                $"({_leases} leases held, {_reservations.Count} reserved for upcoming layers, {loading} loading). " +
+                "Dispose leases of finished experts before acquiring more, or raise the expert memory budget.");
+        }
+        if (job.State == JobState.Failed) throw new ExpertLoadException(job.Key, job.Error!);
+    }
+
+    private void WorkerLoop()
+    {
+        while (true)
+        {
+            LoadJob? job = null;
+            lock (_gate)
+            {
+                while (job is null)
+                {
+                    if (_disposed) return;
+                    if (!_paused) job = TakeNextJob();
+                    if (job is null) Monitor.Wait(_gate);
+                }
+                job.State = JobState.Reading;
+            }
+            long bytes = 0;
+            Exception? error = null;
+            try
+            {
+                bytes = ReadExpert(job.Key, job.Slot);
+            }
+            catch (Exception e)
+            {
+                error = e;
+            }
+            lock (_gate)
+            {
+                Complete(job, bytes, error);
+                Monitor.PulseAll(_gate);
+            }
+        }
+    }
+
+    private LoadJob? TakeNextJob()
+    {
+        while (_demand.TryPeek(out LoadJob? head))
+        {
+            if (head.State != JobState.Queued)
+            {
+                _demand.Dequeue();
+                continue;
+            }
+            if (TryClaimSlot(head.Key, demand: true, out int slot))
+            {
+                _demand.Dequeue();
+                head.Slot = slot;
+                _slotsBlockedSince = 0;
+                return head;
+            }
+            if (_slotsBlockedSince == 0)
+            {
+                _slotsBlockedSince = Stopwatch.GetTimestamp();
+                Monitor.PulseAll(_gate); // waiting acquires now start the slot-wait clock
+            }
+            return null; // prefetches would take the slot the demand load waits for
+        }
+        while (_prefetch.TryDequeue(out LoadJob? job, out _))
+        {
+            if (job.State != JobState.Queued || job.Demand) continue; // cancelled, or promoted to the demand queue
+            if (TryClaimSlot(job.Key, demand: false, out int slot))
+            {
+                job.Slot = slot;
+                return job;
+            }
+            CancelPrefetch(job);
+        }
+        return null;
+    }
+
+    // A slot for key, pinned for the read. Demand loads may take over the prefetch reservation needed last.
+    private bool TryClaimSlot(ExpertKey key, bool demand, out int slot)
+    {
+        if (!_cache.TryAdmit(key, out slot, out ExpertKey? evicted))
+        {
+            if (!demand || !ReleaseLatestPrefetchReservation()) return false;
+            if (!_cache.TryAdmit(key, out slot, out evicted)) return false;
+        }
+        if (evicted is { } victim && _unused.Remove(victim, out LoadOrigin origin) && origin == LoadOrigin.Prefetch)
+            _prefetchesWasted++;
+        _cache.Pin(key);
+        return true;
+    }
+
+    private bool ReleaseLatestPrefetchReservation()
+    {
+        ExpertKey? chosen = null;
+        long latest = long.MinValue;
+        foreach ((ExpertKey key, Reservation r) in _reservations)
+        {
+            if (!r.ByPrefetch || _cache.PinCount(key) != 1 || r.Deadline <= latest) continue;
+            (chosen, latest) = (key, r.Deadline);
+        }
+        if (chosen is not { } victim) return false;
+        _reservations.Remove(victim);
+        _cache.Unpin(victim);
+        return true;
+    }
+
+    private void CancelPrefetch(LoadJob job)
+    {
+        job.State = JobState.Cancelled;
+        _pending.Remove(job.Key);
+        _prefetchesCancelled++;
+        _prefetchesWasted++;
+    }
+
+    private void Complete(LoadJob job, long bytes, Exception? error)
+    {
+        _pending.Remove(job.Key);
+        if (error is not null)
+        {
+            job.Error = error;
+            job.State = JobState.Failed;
+            _cache.Unpin(job.Key);
+            _cache.Remove(job.Key);
+            return;
+        }
+        job.State = JobState.Done;
+        _loads++;
+        _bytesRead += bytes;
+        if (job.IssuedByPrefetch) _prefetchLoads++;
+        _unused[job.Key] = job.IssuedByPrefetch ? LoadOrigin.Prefetch : LoadOrigin.Demand;
+        // The read's pin becomes a reservation until the first acquire (demand) or the deadline (prefetch).
+        long deadline = job.Demand ? Math.Max(job.Deadline, Position) : job.Deadline;
+        if (deadline >= Position) Reserve(job.Key, deadline, byPrefetch: !job.Demand);
+        _cache.Unpin(job.Key);
+    }
+
+    private long ReadExpert(ExpertKey key, int slot)
+    {
+        ExpertReadPlan plan = _layout.Plan(key);
+        byte* slotBase = _cache.Pool.SlotPointer(slot);
+        long capacity = _cache.Pool.SlotBytes;
+        long total = 0;
+        foreach (ExpertReadPlan.Region region in plan.Regions)
+            total += ReaderFor(region.Path).ReadCovering(region.DataStart, region.DataEnd - region.DataStart,
+                slotBase + region.SlotOffset, capacity - region.SlotOffset);
+        return total;
+    }
+
+    private DirectFileReader ReaderFor(string path)
+    {
+        lock (_readers)
+        {
+            if (!_readers.TryGetValue(path, out DirectFileReader? reader))
+                _readers[path] = reader = new DirectFileReader(path, _options.AllowDirectIo);
+            return reader;
+        }
+    }
+}
