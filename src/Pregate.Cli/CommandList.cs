@@ -14,5 +14,6 @@ internal static class CommandList
         yield return RunCommand.Create(stdout, stderr);
         yield return LogitsCommand.Create(stdout);
         yield return CalibrateCommand.Create(stdout, stderr);
+        yield return EvalCommand.Create(stdout, stderr);
     }
 }
