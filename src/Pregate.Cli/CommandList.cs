@@ -12,6 +12,6 @@ internal static class CommandList
         yield return InspectCommand.Create(stdout);
         yield return SynthCommand.Create(stdout, stderr);
         yield return RunCommand.Create(stdout, stderr);
-        yield return LogitsCommand.Create(stdout);
+        yield return LogitsCommand.Create(stdout, stderr);
     }
 }
