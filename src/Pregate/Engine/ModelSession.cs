@@ -128,7 +128,7 @@ public sealed class ModelSession : IDisposable
         {
             double pct = Math.Ceiling(1000.0 * minimum / layout.TotalBytes) / 10;
             throw new ArgumentException(
-                $"expert memory {asked}{(asked.Kind == ExpertMemoryKind.Fraction ? $" ({ByteSize.Format(budget)})" : "")} is below this model's minimum of {ByteSize.Format(minimum)} ({minimum} bytes): " +
+                $"expert memory {asked} ({(asked.Kind == ExpertMemoryKind.Fraction ? ByteSize.Format(budget) + ", " : "")}{budget} bytes) is below this model's minimum of {ByteSize.Format(minimum)} ({minimum} bytes): " +
                 $"a layer uses {topK} experts at once and each needs a slot of {ByteSize.Format(DirectFileReader.AlignUp(layout.SlotBytes))}; " +
                 $"give at least {ByteSize.Format(minimum)} ({pct.ToString(System.Globalization.CultureInfo.InvariantCulture)}% of the experts) or all");
         }

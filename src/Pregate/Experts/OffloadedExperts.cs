@@ -42,6 +42,7 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
     private readonly long _created;
     private long _tokens;
     private int _lastLayer = int.MaxValue;
+    private long _computedAheadOfTurn;
 
     /// <summary>Offloads the routed experts of <paramref name="ck"/> (see <see cref="LayoutOf"/>).</summary>
     /// <exception cref="ArgumentException">The budget buys fewer slots than the experts one layer uses (the message names the minimum).</exception>
@@ -187,6 +188,7 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
             var output = scratch.Out.AsSpan(0, y.Length);
             if (j != next)
             {
+                _computedAheadOfTurn++;
                 output.CopyTo(_early[j]);
                 continue;
             }
@@ -194,6 +196,9 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
             for (; next < n && done[next]; next++) ElementOps.WeightedAdd(y, weights[next], _early[next].AsSpan(0, y.Length));
         }
     }
+
+    /// <summary>Experts computed before an earlier one of the same layer (cached while the earlier one loaded).</summary>
+    internal long ComputedAheadOfTurn => _computedAheadOfTurn;
 
     public void Dispose() => _loader.Dispose();
 
