@@ -12,7 +12,7 @@ internal static class CommandList
         yield return InspectCommand.Create(stdout);
         yield return SynthCommand.Create(stdout, stderr);
         yield return RunCommand.Create(stdout, stderr);
-        yield return LogitsCommand.Create(stdout);
+        yield return LogitsCommand.Create(stdout, stderr);
         yield return CalibrateCommand.Create(stdout, stderr);
         yield return EvalCommand.Create(stdout, stderr);
     }

@@ -17,6 +17,12 @@ public interface IExpertRunner
     /// <paramref name="x"/> holds the layer's normed hidden state.
     /// </summary>
     void Run(int layer, ReadOnlySpan<int> ids, ReadOnlySpan<float> weights, ActivationQ8 x, Span<float> y, ExpertScratch scratch, WorkerTeam? team);
+
+    /// <summary>
+    /// The router of <paramref name="layer"/> gave <paramref name="probabilities"/> (softmax over all experts) for the token
+    /// whose <see cref="Run"/> follows; cache policies that rank experts by router score learn from it. Default: nothing.
+    /// </summary>
+    void ObserveRouting(int layer, ReadOnlySpan<float> probabilities) { }
 }
 
 /// <summary>SwiGLU feed-forward: down(silu(gate·x) ⊙ up·x) (Mixtral w2(silu(w1 x) ⊙ w3 x)).</summary>

@@ -115,6 +115,7 @@ public abstract class MoeModel
             MatVec.Run(l.Router, s.HiddenAct, s.RouterLogits, team);
             Route(i, s.RouterLogits, s.ExpertIds, s.ExpertWeights);
             Observer?.OnRouting(i, pos, s.RouterLogits, s.ExpertIds, s.ExpertWeights);
+            Experts.ObserveRouting(i, s.RouterLogits);
             s.MoeOut.AsSpan().Clear();
             Experts.Run(i, s.ExpertIds, s.ExpertWeights, s.HiddenAct, s.MoeOut, s.Expert, team);
             AddSharedExpert(l, s, team);
