@@ -13,5 +13,6 @@ internal static class CommandList
         yield return SynthCommand.Create(stdout, stderr);
         yield return RunCommand.Create(stdout, stderr);
         yield return LogitsCommand.Create(stdout);
+        yield return BenchCommand.Create(stdout, stderr);
     }
 }
