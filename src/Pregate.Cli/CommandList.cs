@@ -13,6 +13,7 @@ internal static class CommandList
         yield return SynthCommand.Create(stdout, stderr);
         yield return RunCommand.Create(stdout, stderr);
         yield return LogitsCommand.Create(stdout, stderr);
+        yield return BenchCommand.Create(stdout, stderr);
         yield return CalibrateCommand.Create(stdout, stderr);
         yield return EvalCommand.Create(stdout, stderr);
     }

@@ -65,8 +65,7 @@ public sealed class Generator(MoeModel model, TextTokenizer tokenizer, Inference
 
         state.Reset();
         var clock = Stopwatch.StartNew();
-        for (int i = 0; i < promptIds.Count; i++)
-            model.Forward(state, promptIds[i], i == promptIds.Count - 1 ? _logits : default, team);
+        model.Forward(state, promptIds.ToArray(), _logits, allPositions: false, team);
         var prefill = clock.Elapsed;
 
         clock.Restart();

@@ -161,15 +161,12 @@ public sealed class ModelSession : IDisposable
         foreach (int t in tokens)
             if ((uint)t >= (uint)Config.VocabSize) throw new ArgumentException($"token id {t} is outside the vocabulary (0..{Config.VocabSize - 1})");
         State.Reset();
-        var rows = new List<float[]>();
-        for (int i = 0; i < tokens.Count; i++)
-        {
-            bool want = allPositions || i == tokens.Count - 1;
-            var row = want ? new float[Config.VocabSize] : null;
-            Model.Forward(State, tokens[i], row, Team);
-            if (row is not null) rows.Add(row);
-        }
-        return rows.ToArray();
+        int vocab = Config.VocabSize, n = tokens.Count;
+        var flat = new float[(allPositions ? n : 1) * (long)vocab];
+        Model.Forward(State, tokens.ToArray(), flat, allPositions, Team);
+        var rows = new float[allPositions ? n : 1][];
+        for (int r = 0; r < rows.Length; r++) rows[r] = flat.AsSpan(r * vocab, vocab).ToArray();
+        return rows;
     }
 
     public void Dispose()
