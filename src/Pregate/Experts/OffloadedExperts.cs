@@ -43,6 +43,10 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
     private long _tokens;
     private int _lastLayer = int.MaxValue;
     private long _computedAheadOfTurn;
+    private ExpertKey[] _blockKeys = [];        // [distinct experts of a block]
+    private bool[] _blockDone = [];
+    private float[] _slotOut = [];              // [pairs, D] each (token, j) output of a block, grouped by expert
+    private ActivationQ8? _groupInput;          // [tokens of one expert, D]
 
     /// <summary>Offloads the routed experts of <paramref name="ck"/> (see <see cref="LayoutOf"/>).</summary>
     /// <exception cref="ArgumentException">The budget buys fewer slots than the experts one layer uses (the message names the minimum).</exception>
@@ -195,6 +199,54 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
             ElementOps.WeightedAdd(y, weights[next++], output);
             for (; next < n && done[next]; next++) ElementOps.WeightedAdd(y, weights[next], _early[next].AsSpan(0, y.Length));
         }
+    }
+
+    /// <summary>
+    /// A block of tokens (prefill): groups the (token, j) pairs by expert, requests the block's experts, computes each expert
+    /// once over all its tokens — cached experts first, then the rest as they load — and combines per token in j order with
+    /// the same kernels as <see cref="ResidentExperts.RunBatch"/>, so results stay bit-identical.
+    /// </summary>
+    public void RunBatch(int layer, ReadOnlySpan<int> ids, ReadOnlySpan<float> weights, ActivationQ8 x, Span<float> y, ExpertScratch scratch, WorkerTeam? team)
+    {
+        int tokens = x.Tokens;
+        if (tokens == 1)
+        {
+            Run(layer, ids, weights, x, y, scratch, team);
+            return;
+        }
+        ExpertGrouping.ExpertsPerToken(ids, weights, x, y);
+        if (layer <= _lastLayer) Interlocked.Add(ref _tokens, tokens);
+        _lastLayer = layer;
+        _loader.BeginLayer(layer);
+        var g = scratch.Grouping;
+        g.Build(ids, tokens);
+        int d = x.Cols, count = g.Count;
+        if (_blockKeys.Length < count) _blockKeys = new ExpertKey[_expertCount];
+        if (_blockDone.Length < count) _blockDone = new bool[_expertCount];
+        if (_slotOut.Length < g.Pairs * d) _slotOut = new float[g.Pairs * d];
+        if (_groupInput is null || _groupInput.MaxTokens < tokens || _groupInput.MaxCols < d) _groupInput = new ActivationQ8(d, tokens);
+        var keys = _blockKeys.AsSpan(0, count);
+        var done = _blockDone.AsSpan(0, count);
+        done.Clear();
+        for (int i = 0; i < count; i++) keys[i] = new ExpertKey(layer, g.Experts[i]);
+        _loader.Request(keys[..Math.Min(count, SlotCount)]); // more would wait for slots this block is still using
+        for (int pass = 0; pass < 2; pass++)
+            for (int i = 0; i < count; i++)
+            {
+                if (done[i]) continue;
+                ExpertLease? lease;
+                if (pass == 0)
+                {
+                    if (!_loader.TryAcquire(keys[i], out lease)) continue;
+                }
+                else lease = _loader.Acquire(keys[i]);
+                int first = g.Starts[i], n = g.Starts[i + 1] - first;
+                _groupInput.LoadRows(x.Values(), d, g.SlotToken.Slice(first, n));
+                using (lease) SwiGlu.Run(WeightsOf(lease!), _groupInput, scratch, team);
+                scratch.Out.AsSpan(0, n * d).CopyTo(_slotOut.AsSpan(first * d, n * d));
+                done[i] = true;
+            }
+        g.Combine(weights, _slotOut.AsSpan(0, g.Pairs * d), y, tokens);
     }
 
     /// <summary>Experts computed before an earlier one of the same layer (cached while the earlier one loaded).</summary>
