@@ -3,6 +3,7 @@
 // ExpertFlow: experts already cached are computed first while the missing ones load (dvmazur/mixtral-offloading's cache).
 using System.Diagnostics;
 using Pregate.Core;
+using Pregate.Experts.Prediction;
 using Pregate.Formats;
 using Pregate.Kernels;
 using Pregate.Models;
@@ -18,6 +19,15 @@ public sealed record OffloadOptions
     public EvictionPolicyKind Policy { get; init; } = EvictionPolicyKind.Lru;
 
     public ExpertLoaderOptions Loader { get; init; } = new();
+
+    /// <summary>Guesses later layers' experts after each attention so their reads start early; null: load on demand only.</summary>
+    public IExpertPredictor? Predictor { get; init; }
+
+    /// <summary>How many layers ahead to prefetch (1 or 2; at most the predictor's reach).</summary>
+    public int Lookahead { get; init; } = 1;
+
+    /// <summary>Guesses beyond top-k to prefetch (top k + extra).</summary>
+    public int PredictExtra { get; init; }
 }
 
 /// <summary>
@@ -43,6 +53,14 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
     private long _tokens;
     private int _lastLayer = int.MaxValue;
     private long _computedAheadOfTurn;
+    private readonly IExpertPredictor? _predictor;
+    private readonly int _lookahead, _guesses;
+    private readonly float[] _scores;            // [E]
+    private readonly int[] _guessIds;            // [k + extra]
+    private readonly float[] _guessValues;
+    private readonly bool[][] _predicted;        // [layer][E] guessed for this token's pass through that layer
+    private readonly bool[] _hasPrediction;      // [layer]
+    private long _predictionChecks, _predictionHits;
     private ExpertKey[] _blockKeys = [];        // [distinct experts of a block]
     private bool[] _blockDone = [];
     private float[] _slotOut = [];              // [pairs, D] each (token, j) output of a block, grouped by expert
@@ -98,7 +116,49 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
         _done = new bool[topK];
         _early = new float[topK][];
         for (int j = 0; j < topK; j++) _early[j] = new float[c.HiddenSize];
+        _predictor = options.Predictor;
+        if (_predictor is not null && (options.Lookahead < 1 || options.Lookahead > _predictor.MaxLookahead))
+            throw new ArgumentException($"lookahead must be between 1 and {_predictor.MaxLookahead} for this predictor, not {options.Lookahead}", nameof(options));
+        if (options.PredictExtra < 0 || topK + options.PredictExtra > c.NumExperts)
+            throw new ArgumentException($"predict-extra must be between 0 and {c.NumExperts - topK}, not {options.PredictExtra}", nameof(options));
+        _lookahead = options.Lookahead;
+        _guesses = topK + options.PredictExtra;
+        _scores = new float[c.NumExperts];
+        _guessIds = new int[_guesses];
+        _guessValues = new float[_guesses];
+        _predicted = Enumerable.Range(0, c.NumLayers).Select(_ => new bool[c.NumExperts]).ToArray();
+        _hasPrediction = new bool[c.NumLayers];
         _created = Stopwatch.GetTimestamp();
+    }
+
+    /// <summary>
+    /// Prefetches the experts the predictor expects layers layer+1 … layer+lookahead to route the block to (each token's
+    /// top k + extra guesses), and remembers the next layer's guesses to measure recall when it runs.
+    /// </summary>
+    public void AfterAttention(int layer, ReadOnlySpan<float> hidden, int tokens)
+    {
+        if (_predictor is null) return;
+        int d = hidden.Length / Math.Max(tokens, 1);
+        for (int a = 1; a <= _lookahead; a++)
+        {
+            int target = layer + a;
+            if (target >= _predicted.Length) break;
+            if (a == 1)
+            {
+                Array.Clear(_predicted[target]);
+                _hasPrediction[target] = tokens == 1;
+            }
+            for (int t = 0; t < tokens; t++)
+            {
+                if (!_predictor.Score(layer, a, hidden.Slice(t * d, d), _scores)) break;
+                ElementOps.TopK(_scores, _guesses, _guessIds, _guessValues);
+                foreach (int e in _guessIds)
+                {
+                    if (a == 1) _predicted[target][e] = true;
+                    _loader.Prefetch(new ExpertKey(target, e));
+                }
+            }
+        }
     }
 
     /// <summary>
@@ -152,7 +212,7 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
     public bool DirectIo { get; }
 
     /// <summary>Counters since the runner was created; tokens are counted as the layer number wraps around.</summary>
-    public ExpertStats Stats => new(Interlocked.Read(ref _tokens), _loader.Stats, Stopwatch.GetElapsedTime(_created));
+    public ExpertStats Stats => new(Interlocked.Read(ref _tokens), _loader.Stats, Stopwatch.GetElapsedTime(_created), _predictionChecks, _predictionHits);
 
     /// <summary>Feeds the router's probabilities to the eviction policy (the score policy uses them).</summary>
     public void ObserveRouting(int layer, ReadOnlySpan<float> probabilities) => _loader.ObserveRouting(layer, probabilities);
@@ -176,6 +236,12 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
         var keys = _keys.AsSpan(0, n);
         for (int j = 0; j < n; j++) keys[j] = new ExpertKey(layer, ids[j]);
         _loader.Request(keys);
+        if (_hasPrediction[layer])
+        {
+            _hasPrediction[layer] = false;
+            _predictionChecks += n;
+            foreach (int id in ids) if (_predicted[layer][id]) _predictionHits++;
+        }
 
         var done = _done.AsSpan(0, n);
         done.Clear();
