@@ -189,7 +189,10 @@ internal sealed class RequestReader(string modelId, TextTokenizer tokenizer, Cha
 
     private static string Describe(JsonException e)
     {
-        // System.Text.Json's messages end with "Path: $.x | LineNumber: 0 | BytePositionInLine: 5."; the path is reported separately.
+        // "The JSON value could not be converted to System.Nullable`1[System.Int32]. Path: ..." names .NET types; say it plainly.
+        if (e.Message.StartsWith("The JSON value could not be converted", StringComparison.Ordinal))
+            return "the value has the wrong type (see the API reference for the field)";
+        // Other messages end with "Path: $.x | LineNumber: 0 | BytePositionInLine: 5."; the path is reported separately.
         string m = e.Message;
         int cut = m.IndexOf(" Path: ", StringComparison.Ordinal);
         return cut > 0 ? m[..cut] : m;

@@ -1,7 +1,6 @@
 // A model's chat layout: its chat template (HF chat_template.jinja / chat_template.json / tokenizer_config.json
 // "chat_template", GGUF tokenizer.chat_template) or ChatML when it ships none, rendered and tokenized into a prompt.
 // Reference: transformers tokenization_utils_base.apply_chat_template; llama.cpp common_chat_templates_init.
-using System.Text.Json;
 using Pregate.Core;
 using Pregate.Engine.ChatTemplates;
 using Pregate.Formats;
@@ -12,22 +11,21 @@ namespace Pregate.Engine;
 /// <summary>Turns a conversation into prompt tokens for one model, and says where its template came from.</summary>
 public sealed class ChatFormat
 {
-    private const long MaxTemplateFileBytes = 16L << 20;
-
     // End-of-turn markers of common templates; where a template writes one, generation stops at it.
     private static readonly string[] EndOfTurnMarkers =
         ["<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|end_of_text|>", "<|endoftext|>", "</s>"];
 
     private readonly TextTokenizer _tokenizer;
 
-    private ChatFormat(TextTokenizer tokenizer, ChatTemplate template, string? origin, string? fallbackReason)
+    private ChatFormat(TextTokenizer tokenizer, ChatTemplate template, string? origin, string? fallbackReason,
+        string? bosToken = null, string? eosToken = null)
     {
         _tokenizer = tokenizer;
         Template = template;
         Origin = origin;
         FallbackReason = fallbackReason;
-        BosToken = tokenizer.BosId is int b ? tokenizer.TokenText(b) : null;
-        EosToken = tokenizer.EosIds.Count > 0 ? tokenizer.TokenText(tokenizer.EosIds[0]) : null;
+        BosToken = bosToken ?? (tokenizer.BosId is int b ? tokenizer.TokenText(b) : null);
+        EosToken = eosToken ?? (tokenizer.EosIds.Count > 0 ? tokenizer.TokenText(tokenizer.EosIds[0]) : null);
         var stopTokens = new List<int>();
         var stopStrings = new List<string>();
         foreach (string marker in EndOfTurnMarkers)
@@ -44,7 +42,7 @@ public sealed class ChatFormat
 
     public ChatTemplate Template { get; }
 
-    /// <summary>Where the template was read ("FILE" or "FILE: KEY"); null when <see cref="ChatTemplate.ChatMl"/> is used instead.</summary>
+    /// <summary>Where the template was read (the HF folder, or "FILE: KEY" for GGUF); null when <see cref="ChatTemplate.ChatMl"/> is used instead.</summary>
     public string? Origin { get; }
 
     /// <summary>True when the model has no usable template and ChatML is used.</summary>
@@ -68,27 +66,36 @@ public sealed class ChatFormat
     public static ChatFormat For(ModelSession session) => Load(session.Checkpoint, session.Tokenizer);
 
     /// <summary>
-    /// Reads the chat template of <paramref name="checkpoint"/>: for a HF folder chat_template.jinja, else chat_template.json,
-    /// else tokenizer_config.json "chat_template" (a string, or a list of {name, template} of which "default", else the first, is taken);
-    /// for GGUF the key tokenizer.chat_template. A missing template, or one that does not parse, gives ChatML.
+    /// Reads the chat template of <paramref name="checkpoint"/>: for a HF folder where transformers looks
+    /// (<see cref="ChatTemplateConfig.Load"/>), for GGUF the key tokenizer.chat_template. A missing template, or one that
+    /// does not parse, gives ChatML. bos/eos strings come from tokenizer_config.json when it names them, else from the tokenizer.
     /// </summary>
     /// <exception cref="ModelFormatException">A template file or entry is malformed.</exception>
     public static ChatFormat Load(Checkpoint checkpoint, TextTokenizer tokenizer)
     {
         ArgumentNullException.ThrowIfNull(checkpoint);
         ArgumentNullException.ThrowIfNull(tokenizer);
-        (string Source, string Origin)? found = checkpoint.Format == CheckpointFormat.Gguf
-            ? checkpoint.Gguf!.TryGetString("tokenizer.chat_template", out var s) ? (s, $"{checkpoint.Path}: tokenizer.chat_template") : null
-            : FindHuggingFaceTemplate(checkpoint.Path);
-        if (found is not { } t)
-            return new ChatFormat(tokenizer, ChatTemplate.ChatMl, null, "the model files have no chat template");
+        string? source, origin, bos = null, eos = null;
+        if (checkpoint.Format == CheckpointFormat.Gguf)
+        {
+            source = checkpoint.Gguf!.TryGetString("tokenizer.chat_template", out var s) ? s : null;
+            origin = $"{checkpoint.Path}: tokenizer.chat_template";
+        }
+        else
+        {
+            var config = ChatTemplateConfig.Load(checkpoint.Path);
+            (source, bos, eos) = (config.Template, config.BosToken, config.EosToken);
+            origin = checkpoint.Path;
+        }
+        if (source is null)
+            return new ChatFormat(tokenizer, ChatTemplate.ChatMl, null, "the model files have no chat template", bos, eos);
         try
         {
-            return new ChatFormat(tokenizer, ChatTemplate.Parse(t.Source), t.Origin, null);
+            return new ChatFormat(tokenizer, ChatTemplate.Parse(source), origin, null, bos, eos);
         }
         catch (ChatTemplateException e)
         {
-            return new ChatFormat(tokenizer, ChatTemplate.ChatMl, null, $"the chat template in {t.Origin} could not be parsed: {e.Message}");
+            return new ChatFormat(tokenizer, ChatTemplate.ChatMl, null, $"the chat template of {origin} could not be parsed: {e.Message}", bos, eos);
         }
     }
 
@@ -120,53 +127,4 @@ public sealed class ChatFormat
         StopTokens = [.. options.StopTokens, .. StopTokens],
         StopStrings = [.. options.StopStrings, .. StopStrings],
     };
-
-    private static (string, string)? FindHuggingFaceTemplate(string folder)
-    {
-        string jinja = Path.Combine(folder, "chat_template.jinja");
-        if (File.Exists(jinja)) return (ReadText(jinja), jinja);
-        string json = Path.Combine(folder, "chat_template.json");
-        if (File.Exists(json) && ReadTemplateEntry(json) is string fromJson) return (fromJson, $"{json}: chat_template");
-        string config = Path.Combine(folder, "tokenizer_config.json");
-        if (File.Exists(config) && ReadTemplateEntry(config) is string fromConfig) return (fromConfig, $"{config}: chat_template");
-        return null;
-    }
-
-    private static string ReadText(string file)
-    {
-        long length = new FileInfo(file).Length;
-        if (length > MaxTemplateFileBytes) throw new ModelFormatException(file, $"the file is {length} bytes; a chat template file may have at most {MaxTemplateFileBytes}");
-        return File.ReadAllText(file);
-    }
-
-    // "chat_template": "..." or [{"name": "default", "template": "..."}, {"name": "tool_use", ...}].
-    private static string? ReadTemplateEntry(string file)
-    {
-        JsonDocument doc;
-        try { doc = JsonDocument.Parse(ReadText(file), new JsonDocumentOptions { MaxDepth = 64 }); }
-        catch (JsonException e) { throw new ModelFormatException(file, $"invalid JSON: {e.Message}", e); }
-        using (doc)
-        {
-            if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("chat_template", out var t)) return null;
-            switch (t.ValueKind)
-            {
-                case JsonValueKind.Null: return null;
-                case JsonValueKind.String: return t.GetString();
-                case JsonValueKind.Array:
-                    string? first = null;
-                    foreach (var entry in t.EnumerateArray())
-                    {
-                        if (entry.ValueKind != JsonValueKind.Object
-                            || !entry.TryGetProperty("name", out var name) || name.ValueKind != JsonValueKind.String
-                            || !entry.TryGetProperty("template", out var body) || body.ValueKind != JsonValueKind.String)
-                            throw new ModelFormatException(file, "chat_template list entries must be objects with string fields name and template");
-                        if (name.GetString() == "default") return body.GetString();
-                        first ??= body.GetString();
-                    }
-                    return first;
-                default:
-                    throw new ModelFormatException(file, $"chat_template must be a string or a list of {{name, template}}, not {t.ValueKind}");
-            }
-        }
-    }
 }
