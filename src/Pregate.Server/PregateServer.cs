@@ -136,7 +136,8 @@ public sealed class PregateServer : IAsyncDisposable
         }
         catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
         {
-            ctx.Response.StatusCode = StatusCodes.Status499ClientClosedRequest;
+            // The client went away; nobody reads an answer, but the metrics see why the request ended.
+            if (!ctx.Response.HasStarted) ctx.Response.StatusCode = StatusCodes.Status499ClientClosedRequest;
         }
         catch (Exception e)
         {
