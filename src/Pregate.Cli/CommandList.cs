@@ -15,5 +15,7 @@ internal static class CommandList
         yield return SynthCommand.Create(stdout, stderr);
         yield return RunCommand.Create(stdout, stderr);
         yield return LogitsCommand.Create(stdout);
+        yield return CalibrateCommand.Create(stdout, stderr);
+        yield return EvalCommand.Create(stdout, stderr);
     }
 }

@@ -82,6 +82,8 @@ public sealed class ErrorTests(ITestOutputHelper output)
     [InlineData("{{ [1, 2]|map('nofilter')|list }}", "no filter named 'nofilter'")]
     [InlineData("{{ 'abc'.strip(1, 2) }}", "str.strip() takes at most 1 argument(s) (2 given)")]
     [InlineData("{{ {[1]: 2} }}", "unhashable type: 'list'")]
+    [InlineData("{% if true %}{{ 'x'|no_such_filter }}{% endif %}", "no filter named 'no_such_filter'")]
+    [InlineData("{% if true %}{{ 'x' is no_such_test }}{% endif %}", "no test named 'no_such_test'")]
     [InlineData("{{ [1, 'a']|sort }}", "'<' not supported between instances of")]
     [InlineData("{{ [1, 'a']|max }}", "'<' not supported between instances of 'str' and 'int'")]
     public void RuntimeErrors_AreChatTemplateExceptions(string template, string message)

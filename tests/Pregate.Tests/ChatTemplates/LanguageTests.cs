@@ -140,6 +140,8 @@ public sealed class LanguageTests(ITestOutputHelper output)
     // transformers' AssistantTracker extension: {% generation %} renders its body like a call block (own scope).
     [InlineData("{% generation %}{{ 'inside' }}{% set g = 1 %}{% endgeneration %}[{{ g }}]", "inside[]")]
     [InlineData("{% raw %}{{ not evaluated }}{% if %}{% endraw %}", "{{ not evaluated }}{% if %}")]
+    [InlineData("{% if false: %}a{% elif true: %}b{% else: %}c{% endif %}{% for i in [1]: %}{{ i }}{% endfor %}{% macro m(): %}m{% endmacro %}{{ m() }}", "b1m")]
+    [InlineData("{% if false %}{{ x|no_such_filter }}{{ x is no_such_test }}{% endif %}{{ 1 if true else x|no_such_filter }}", "1")]
     [InlineData("{{ strftime_now('%d %b %Y') }}|{{ strftime_now('%Y-%m-%d %H:%M:%S %A %B %j %p %I %-d') }}", "26 Jul 2024|2024-07-26 09:05:03 Friday July 208 AM 09 26")]
     [InlineData("{{ dict(a=1, b='x') }} {{ namespace({'k': 1}, j=2).k }} {{ range(3)|list }} {{ range(1, 7, 2)|list }} {{ range(3)|length }}",
         "{'a': 1, 'b': 'x'} 1 [0, 1, 2] [1, 3, 5] 3")]

@@ -1,6 +1,7 @@
 // Recursive-descent parser from tokens to template nodes, with Jinja's grammar and operator precedence
 // (Jinja2 3.1 parser.py: condexpr < or < and < not < compare < +,- < ~ < *,/,//,% < ** < unary < postfix/filters/tests).
-// Unknown filters and tests are syntax errors, as in Jinja (TemplateAssertionError at compile time).
+// Unknown filters and tests are syntax errors, except inside `if` blocks and conditional expressions where, as in Jinja 3,
+// they fail only if evaluated. A colon may end a block statement's head (`{% if x: %}`), as Jinja allows.
 using System.Collections.Frozen;
 using System.Runtime.CompilerServices;
 
@@ -19,6 +20,7 @@ internal sealed class TemplateParser
     private int index;
     private int depth;
     private int loopDepth;
+    private int softDepth;
 
     private TemplateParser(List<Token> tokens, SourceMap map)
     {
@@ -79,6 +81,13 @@ internal sealed class TemplateParser
     {
         if (Current.Kind != TokenKind.Name) throw Error(Current, $"expected {what}, found {Describe(Current)}");
         return tokens[index++];
+    }
+
+    /// <summary>The end of a block statement's head: an optional colon, then '%}' (Jinja parse_statements).</summary>
+    private void ExpectBodyStart()
+    {
+        SkipOperator(":");
+        ExpectBlockEnd();
     }
 
     private void ExpectBlockEnd()
@@ -162,14 +171,14 @@ internal sealed class TemplateParser
                 case "filter":
                 {
                     List<FilterCall> filters = ParseFilterChain(requireOne: true);
-                    ExpectBlockEnd();
+                    ExpectBodyStart();
                     List<Stmt> body = ParseBody(["endfilter"], name, out _);
                     ExpectBlockEnd();
                     return new FilterBlockStmt(line, column, filters, body);
                 }
                 case "generation":
                 {
-                    ExpectBlockEnd();
+                    ExpectBodyStart();
                     List<Stmt> body = ParseBody(["endgeneration"], name, out _);
                     ExpectBlockEnd();
                     return new ScopedBlockStmt(line, column, [], body);
@@ -197,10 +206,11 @@ internal sealed class TemplateParser
     {
         var branches = new List<KeyValuePair<Expr, List<Stmt>>>();
         List<Stmt> otherwise = [];
+        softDepth++;
         Expr condition = ParseTuple(withConditional: true);
         while (true)
         {
-            ExpectBlockEnd();
+            ExpectBodyStart();
             List<Stmt> body = ParseBody(["elif", "else", "endif"], opener, out string end);
             branches.Add(new(condition, body));
             if (end == "elif")
@@ -210,10 +220,11 @@ internal sealed class TemplateParser
             }
             if (end == "else")
             {
-                ExpectBlockEnd();
+                ExpectBodyStart();
                 otherwise = ParseBody(["endif"], opener, out _);
             }
             ExpectBlockEnd();
+            softDepth--;
             return new IfStmt(line, column, branches, otherwise);
         }
     }
@@ -225,14 +236,14 @@ internal sealed class TemplateParser
         Expr iterable = ParseTuple(withConditional: false);
         Expr? filter = SkipName("if") ? ParseTuple(withConditional: true) : null;
         if (IsName("recursive")) throw Error(Current, "recursive for loops are not supported in chat templates");
-        ExpectBlockEnd();
+        ExpectBodyStart();
         loopDepth++;
         List<Stmt> body = ParseBody(["else", "endfor"], opener, out string end);
         loopDepth--;
         List<Stmt> otherwise = [];
         if (end == "else")
         {
-            ExpectBlockEnd();
+            ExpectBodyStart();
             otherwise = ParseBody(["endfor"], opener, out _);
         }
         ExpectBlockEnd();
@@ -250,7 +261,7 @@ internal sealed class TemplateParser
         }
         if (target is TupleTarget) throw Error(Current, "a block set assigns a single name");
         List<FilterCall> filters = ParseFilterChain(requireOne: false);
-        ExpectBlockEnd();
+        ExpectBodyStart();
         List<Stmt> body = ParseBody(["endset"], opener, out _);
         ExpectBlockEnd();
         return new SetBlockStmt(line, column, target, filters, body);
@@ -273,7 +284,7 @@ internal sealed class TemplateParser
             parameters.Add(new(parameter.Text, fallback));
         }
         ExpectOperator(")");
-        ExpectBlockEnd();
+        ExpectBodyStart();
         int outerLoops = loopDepth;
         loopDepth = 0;
         List<Stmt> body = ParseBody(["endmacro"], opener, out _);
@@ -285,14 +296,14 @@ internal sealed class TemplateParser
     private Stmt ParseWith(int line, int column, Token opener)
     {
         var assignments = new List<KeyValuePair<Target, Expr>>();
-        while (Current.Kind != TokenKind.BlockEnd)
+        while (Current.Kind != TokenKind.BlockEnd && !IsOperator(":"))
         {
             if (assignments.Count > 0) ExpectOperator(",");
             Target target = ParseAssignTarget(withNamespace: false);
             ExpectOperator("=");
             assignments.Add(new(target, ParseExpression(withConditional: true)));
         }
-        ExpectBlockEnd();
+        ExpectBodyStart();
         List<Stmt> body = ParseBody(["endwith"], opener, out _);
         ExpectBlockEnd();
         return new ScopedBlockStmt(line, column, assignments, body);
@@ -370,8 +381,10 @@ internal sealed class TemplateParser
         {
             var (line, column) = Where(Current);
             index++;
+            softDepth++;
             Expr condition = ParseOr();
             Expr? otherwise = SkipName("else") ? ParseConditional() : null;
+            softDepth--;
             expr = new ConditionalExpr(line, column, condition, expr, otherwise);
         }
         return expr;
@@ -662,7 +675,11 @@ internal sealed class TemplateParser
                 Token name = ExpectName("a test name");
                 string testName = name.Text;
                 while (SkipOperator(".")) testName += "." + ExpectName("a test name").Text;
-                if (!TemplateTests.TryGet(testName, out TemplateTest test)) throw Error(name, $"no test named '{testName}'");
+                if (!TemplateTests.TryGet(testName, out TemplateTest test))
+                {
+                    if (softDepth == 0) throw Error(name, $"no test named '{testName}'");
+                    test = (_, _, _) => throw TemplateFault.Runtime($"no test named '{testName}'");
+                }
                 ArgumentList arguments = ArgumentList.Empty;
                 if (IsOperator("(")) arguments = ParseCallArguments();
                 else if ((Current.Kind is TokenKind.Name or TokenKind.String or TokenKind.Integer or TokenKind.Float
@@ -687,10 +704,17 @@ internal sealed class TemplateParser
         Token name = ExpectName("a filter name");
         string filterName = name.Text;
         while (SkipOperator(".")) filterName += "." + ExpectName("a filter name").Text;
-        if (!TemplateFilters.TryGet(filterName, out TemplateFilter filter)) throw Error(name, $"no filter named '{filterName}'");
         ArgumentList arguments = IsOperator("(") ? ParseCallArguments() : ArgumentList.Empty;
         var (line, column) = Where(name);
-        return new FilterCall(line, column, filterName, filter, arguments);
+        return new FilterCall(line, column, filterName, ResolveFilter(name, filterName), arguments);
+    }
+
+    /// <summary>An unknown filter is a syntax error, or inside a soft block (if, conditional expression) a runtime error when used.</summary>
+    private TemplateFilter ResolveFilter(Token at, string filterName)
+    {
+        if (TemplateFilters.TryGet(filterName, out TemplateFilter filter)) return filter;
+        if (softDepth == 0) throw Error(at, $"no filter named '{filterName}'");
+        return (_, _, _) => throw TemplateFault.Runtime($"no filter named '{filterName}'");
     }
 
     private List<FilterCall> ParseFilterChain(bool requireOne)
@@ -700,7 +724,7 @@ internal sealed class TemplateParser
         {
             Token name = Current;
             if (name.Kind != TokenKind.Name) throw Error(name, $"expected a filter name, found {Describe(name)}");
-            if (!TemplateFilters.TryGet(name.Text, out TemplateFilter filter)) throw Error(name, $"no filter named '{name.Text}'");
+            TemplateFilter filter = ResolveFilter(name, name.Text);
             index++;
             ArgumentList arguments = IsOperator("(") ? ParseCallArguments() : ArgumentList.Empty;
             var (line, column) = Where(name);
