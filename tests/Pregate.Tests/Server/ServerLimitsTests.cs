@@ -63,6 +63,56 @@ public sealed class ServerLimitsTests(ITestOutputHelper output)
     }
 
     [Fact(Timeout = TestTimeoutMs)]
+    public async Task ACancelledNonStreamingRequestStopsItsGeneration()
+    {
+        await using var s = await TestServer.StartAsync(ServerTestSupport.SlowModel, new ServerOptions { MaxConcurrent = 1, MaxQueued = 0 });
+        using var client = new HttpClient { BaseAddress = s.Address, Timeout = ServerTestSupport.RequestTimeout };
+        using var cancel = new CancellationTokenSource();
+        var pending = client.PostAsync("/v1/chat/completions",
+            new StringContent(ServerTestSupport.ChatBody("Talk for a long time.", 3500), Encoding.UTF8, "application/json"), cancel.Token);
+        await s.WaitForHealthAsync((running, _) => running == 1, "one running");
+        await cancel.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => pending);
+        await s.WaitForHealthAsync((running, queued) => running == 0 && queued == 0, "idle");
+        string metrics = await s.MetricsAsync();
+        Assert.Equal(0, TestServer.Sample(metrics, "pregate_completion_tokens_total"));
+        Assert.Equal(1, TestServer.Sample(metrics, "pregate_requests_total{endpoint=\"/v1/chat/completions\",status=\"499\"}"));
+        var (ok, _) = await s.PostAsync("/v1/chat/completions", ServerTestSupport.ChatBody("Short.", 2));
+        Assert.Equal(HttpStatusCode.OK, ok);
+    }
+
+    [Fact(Timeout = TestTimeoutMs)]
+    public async Task StoppingTheServerEndsAnOpenStream()
+    {
+        var s = await TestServer.StartAsync(ServerTestSupport.SlowModel);
+        try
+        {
+            using var client = new HttpClient { BaseAddress = s.Address, Timeout = ServerTestSupport.RequestTimeout };
+            var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+            {
+                Content = new StringContent(ServerTestSupport.ChatBody("Talk for a long time.", 3500, stream: true), Encoding.UTF8, "application/json"),
+            };
+            using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+            using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+            Assert.StartsWith("data: ", await reader.ReadLineAsync());
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            await s.Server.StopAsync();
+            output.WriteLine($"stopped in {clock.ElapsedMilliseconds} ms");
+            // The stream ends (without [DONE]) instead of running for its 3500 tokens.
+            string rest = "";
+            try { rest = await reader.ReadToEndAsync(); }
+            catch (HttpRequestException) { }
+            catch (IOException) { }
+            Assert.DoesNotContain("[DONE]", rest);
+            Assert.Equal(0, s.Server.Scheduler.Running);
+        }
+        finally
+        {
+            await s.DisposeAsync();
+        }
+    }
+
+    [Fact(Timeout = TestTimeoutMs)]
     public async Task AnApiKeyIsRequiredOnV1Endpoints()
     {
         await using var s = await TestServer.StartAsync(ServerTestSupport.TinyModel, new ServerOptions { ApiKey = "sesame-42" });
