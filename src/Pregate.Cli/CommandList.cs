@@ -14,7 +14,8 @@ internal static class CommandList
         yield return ChatCommand.Create(stdin, stdout, stderr);
         yield return SynthCommand.Create(stdout, stderr);
         yield return RunCommand.Create(stdout, stderr);
-        yield return LogitsCommand.Create(stdout);
+        yield return LogitsCommand.Create(stdout, stderr);
+        yield return BenchCommand.Create(stdout, stderr);
         yield return CalibrateCommand.Create(stdout, stderr);
         yield return EvalCommand.Create(stdout, stderr);
     }

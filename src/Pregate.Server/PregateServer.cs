@@ -35,6 +35,7 @@ public sealed class PregateServer : IAsyncDisposable
         Scheduler = new GenerationScheduler(session, options.MaxConcurrent, options.MaxQueued);
         Metrics = new ServerMetrics();
         Metrics.TrackScheduler(() => Scheduler.Queued, () => Scheduler.Running);
+        Metrics.AddExpertStatistics(session);
         Created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
 
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions

@@ -1,12 +1,14 @@
 // Prometheus metrics of one server (its own registry, so servers in one process never share counters): requests by
 // endpoint and status, tokens, latency, time to first token, queue depth; plus values read from elsewhere at each scrape.
+using Pregate.Engine;
 using Prometheus;
 
 namespace Pregate.Server;
 
 /// <summary>
-/// The server's metrics in the Prometheus text format. Add values kept by other parts (e.g. expert-cache statistics of
-/// the session) with <see cref="AddGauge"/> and <see cref="AddCounter"/>; they are read at every scrape.
+/// The server's metrics in the Prometheus text format. Values kept by other parts are read at every scrape: the session's
+/// expert statistics (<see cref="AddExpertStatistics"/>, added by the server) and anything given to <see cref="AddGauge"/>
+/// and <see cref="AddCounter"/>.
 /// </summary>
 public sealed class ServerMetrics
 {
@@ -51,6 +53,29 @@ public sealed class ServerMetrics
         ArgumentNullException.ThrowIfNull(readTotal);
         var c = _factory.CreateCounter(name, help);
         _registry.AddBeforeCollectCallback(() => c.IncTo(readTotal()));
+    }
+
+    /// <summary>
+    /// Adds the expert counters of <paramref name="session"/> (cache hits and misses, loads, bytes read, stall and I/O busy
+    /// time, prefetches) when its experts are offloaded; resident experts have nothing to report.
+    /// </summary>
+    public void AddExpertStatistics(ModelSession session)
+    {
+        ArgumentNullException.ThrowIfNull(session);
+        var placement = session.ExpertPlacement;
+        if (!placement.Offloaded) return;
+        AddGauge("pregate_expert_budget_bytes", "Memory budget of the expert cache.", () => placement.BudgetBytes);
+        AddGauge("pregate_expert_slots", "Expert slots in the cache.", () => placement.SlotCount);
+        AddCounter("pregate_expert_tokens_total", "Tokens run through the offloaded experts.", () => session.ExpertStats.Tokens);
+        AddCounter("pregate_expert_cache_hits_total", "Expert acquires that found the expert resident.", () => session.ExpertStats.Cache.Hits);
+        AddCounter("pregate_expert_cache_misses_total", "Expert acquires that had to wait for a read.", () => session.ExpertStats.Cache.Misses);
+        AddCounter("pregate_expert_loads_total", "Expert reads completed (demand and prefetch).", () => session.ExpertStats.Cache.Loads);
+        AddCounter("pregate_expert_evictions_total", "Resident experts replaced.", () => session.ExpertStats.Cache.Evictions);
+        AddCounter("pregate_expert_read_bytes_total", "Bytes read from the model files for experts.", () => session.ExpertStats.Cache.BytesRead);
+        AddCounter("pregate_expert_prefetch_loads_total", "Expert reads issued by prefetching.", () => session.ExpertStats.Cache.PrefetchLoads);
+        AddCounter("pregate_expert_prefetch_hits_total", "Prefetched experts that were then used.", () => session.ExpertStats.Cache.PrefetchHits);
+        AddCounter("pregate_expert_stall_seconds_total", "Time compute waited for expert reads or free slots.", () => session.ExpertStats.Cache.Stall.TotalSeconds);
+        AddCounter("pregate_expert_io_busy_seconds_total", "Time with at least one expert read in flight.", () => session.ExpertStats.Cache.IoBusy.TotalSeconds);
     }
 
     internal void TrackScheduler(Func<int> queued, Func<int> running) =>

@@ -22,7 +22,7 @@ internal static class ChatCommand
             int maxTokens = p.GetValue(count);
             if (maxTokens < 1) throw new UserException($"-n must be at least 1, not {maxTokens}");
             var baseSampling = sampling.Get(p);
-            using var session = engine.Open(p);
+            using var session = engine.Open(p, stderr);
             var format = ChatFormat.For(session);
             var generator = session.CreateGenerator();
             stderr.WriteLine(format.IsFallback

@@ -6,7 +6,7 @@ namespace Pregate.Cli.Commands;
 
 internal static class LogitsCommand
 {
-    public static Command Create(TextWriter stdout)
+    public static Command Create(TextWriter stdout, TextWriter stderr)
     {
         var engine = new EngineOptionSet();
         var tokens = new Option<string>("--tokens") { Description = "comma-separated token ids, e.g. 1,2,3", Required = true };
@@ -18,7 +18,7 @@ internal static class LogitsCommand
             var ids = ParseTokens(p.GetValue(tokens)!);
             string pos = p.GetValue(positions)!;
             if (pos is not ("all" or "last")) throw new UserException($"--positions must be all or last, not '{pos}'");
-            using var session = engine.Open(p);
+            using var session = engine.Open(p, stderr);
             float[][] rows;
             try { rows = session.Logits(ids, pos == "all"); }
             catch (ArgumentException e) { throw new UserException(e.Message); }

@@ -36,7 +36,7 @@ internal static class ServeCommand
             };
             try { options.Validate(); }
             catch (ArgumentException e) { throw new UserException(e.Message); }
-            using var session = engine.Open(p);
+            using var session = engine.Open(p, stderr);
             await using var server = PregateServer.Create(session, options, stderr);
             try { await server.StartAsync(cancel); }
             catch (IOException e) { throw new UserException($"cannot listen on {options.Host}:{options.Port}: {e.Message}"); }

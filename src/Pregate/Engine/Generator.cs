@@ -48,7 +48,7 @@ public sealed class Generator(MoeModel model, TextTokenizer tokenizer, Inference
 
     /// <summary>
     /// When set, every forward pass runs under this lock, so generators with their own states can share one model and
-    /// worker team from several threads (their steps interleave token by token).
+    /// worker team from several threads (their steps interleave: a prompt is one step, then each decoded token).
     /// </summary>
     public Lock? ForwardLock { get; init; }
 
@@ -73,8 +73,7 @@ public sealed class Generator(MoeModel model, TextTokenizer tokenizer, Inference
 
         state.Reset();
         var clock = Stopwatch.StartNew();
-        for (int i = 0; i < promptIds.Count; i++)
-            Forward(promptIds[i], i == promptIds.Count - 1 ? _logits : default);
+        Forward(promptIds.ToArray(), _logits);
         var prefill = clock.Elapsed;
 
         clock.Restart();
@@ -93,17 +92,18 @@ public sealed class Generator(MoeModel model, TextTokenizer tokenizer, Inference
             history.Add(next);
             if (stops.Push(decoder.Append(next), text, onText)) { finish = FinishReason.Stop; break; }
             if (generated.Count >= o.MaxTokens || state.Position >= state.Context) break;
-            Forward(next, _logits);
+            Forward(new ReadOnlySpan<int>(in next), _logits);
         }
         if (!stops.Matched) stops.Push(decoder.Flush(), text, onText);
         stops.Finish(text, onText);
         return new GenerationResult(text.ToString(), generated, promptIds.Count, finish, prefill, clock.Elapsed);
     }
 
-    private void Forward(int token, Span<float> logits)
+    // Runs tokens (the whole prompt as one batch, or one decoded token) and leaves the last position's logits.
+    private void Forward(ReadOnlySpan<int> tokens, Span<float> logits)
     {
-        if (ForwardLock is null) { model.Forward(state, token, logits, team); return; }
-        lock (ForwardLock) model.Forward(state, token, logits, team);
+        if (ForwardLock is null) { model.Forward(state, tokens, logits, allPositions: false, team); return; }
+        lock (ForwardLock) model.Forward(state, tokens, logits, allPositions: false, team);
     }
 }
 

@@ -1,6 +1,7 @@
 // A loaded model ready to run: checkpoint, bound model, tokenizer, worker threads and one sequence state.
 // The library's entry point and what every CLI command that executes a model builds on.
 using Pregate.Core;
+using Pregate.Experts;
 using Pregate.Formats;
 using Pregate.Formats.Tokenizers;
 using Pregate.Kernels;
@@ -19,6 +20,16 @@ public sealed record EngineOptions
 
     public const int DefaultMaxContext = 4096;
 
+    /// <summary>
+    /// Memory for the routed experts: <see cref="Engine.ExpertMemory.All"/> reads them in place from the memory map (resident);
+    /// a size or fraction keeps them in the files and caches that many bytes of them in RAM slots (offloaded); null chooses
+    /// (<see cref="Engine.ExpertMemory.Automatic"/> over <see cref="SystemMemory.AvailableBytes"/>).
+    /// </summary>
+    public ExpertMemory? ExpertMemory { get; init; }
+
+    /// <summary>Which cached expert an offloaded run evicts first.</summary>
+    public EvictionPolicyKind CachePolicy { get; init; } = EvictionPolicyKind.Lru;
+
     public void Validate()
     {
         if (Threads < 0 || Threads > 1024) throw new ArgumentException($"threads must be between 1 and 1024 (0 = automatic), not {Threads}");
@@ -26,16 +37,55 @@ public sealed record EngineOptions
     }
 }
 
-/// <summary>Opens a model and owns what running it needs. Dispose to unmap the file and stop the threads.</summary>
+/// <summary>
+/// Where a session keeps its routed experts: resident (the memory map) or offloaded to a cache of
+/// <see cref="SlotCount"/> slots of <see cref="SlotBytes"/> within <see cref="BudgetBytes"/>.
+/// </summary>
+/// <param name="Automatic">Chosen from the memory available (<see cref="AvailableBytes"/>) because no budget was given.</param>
+/// <param name="ExpertBytes">Σ bytes of all routed experts.</param>
+/// <param name="DirectIo">Offloaded reads bypass the page cache (O_DIRECT).</param>
+public sealed record ExpertPlacement(
+    bool Offloaded,
+    bool Automatic,
+    long ExpertBytes,
+    long BudgetBytes,
+    int SlotCount,
+    long SlotBytes,
+    EvictionPolicyKind Policy,
+    bool DirectIo,
+    long? AvailableBytes)
+{
+    /// <summary>One line: "experts: resident (all 588 MiB mapped)" or "experts: offloaded, budget 200 MiB (21 slots of 9.19 MiB), policy lru, O_DIRECT on".</summary>
+    public string Describe()
+    {
+        string chosen = Automatic && AvailableBytes is long a ? $"; chosen for {ByteSize.Format(a)} available" : "";
+        return Offloaded
+            ? $"experts: offloaded, budget {ByteSize.Format(BudgetBytes)} ({SlotCount} slots of {ByteSize.Format(SlotBytes)}), " +
+              $"policy {Policy.ToString().ToLowerInvariant()}, O_DIRECT {(DirectIo ? "on" : "off")}{chosen}"
+            : $"experts: resident (all {ByteSize.Format(ExpertBytes)} mapped){chosen}";
+    }
+}
+
+/// <summary>Opens a model and owns what running it needs. Dispose to unmap the file, stop the threads and free the expert cache.</summary>
 public sealed class ModelSession : IDisposable
 {
     private readonly Lazy<TextTokenizer> _tokenizer;
+    private readonly OffloadedExperts? _offloaded;
 
     public Checkpoint Checkpoint { get; }
     public MoeModel Model { get; }
     public WorkerTeam Team { get; }
     public InferenceState State { get; }
     public ModelConfig Config => Model.Config;
+
+    /// <summary>Where the routed experts live (chosen at open).</summary>
+    public ExpertPlacement ExpertPlacement { get; }
+
+    /// <summary>
+    /// Expert counters since the session opened (tokens, hits, misses, bytes read, stall, I/O busy time); subtract two
+    /// snapshots for one stretch. All zero when the experts are resident.
+    /// </summary>
+    public ExpertStats ExpertStats => _offloaded?.Stats ?? default;
 
     /// <summary>The model's tokenizer; throws <see cref="ModelFormatException"/> when the checkpoint has none.</summary>
     public TextTokenizer Tokenizer => _tokenizer.Value;
@@ -48,8 +98,42 @@ public sealed class ModelSession : IDisposable
         if (context > ck.Config.MaxContext)
             throw new ArgumentException($"context {context} exceeds the model's maximum of {ck.Config.MaxContext} tokens");
         State = Model.CreateState(context);
-        Team = new WorkerTeam(o.Threads);
+        (ExpertPlacement, _offloaded) = PlaceExperts(ck, o, State.KvCacheBytes);
+        try { Team = new WorkerTeam(o.Threads); }
+        catch
+        {
+            _offloaded?.Dispose();
+            throw;
+        }
+        if (_offloaded is not null) Model.Experts = _offloaded;
         _tokenizer = new Lazy<TextTokenizer>(() => CheckpointTokenizer.Load(ck));
+    }
+
+    // Resident, or an offloading runner within the budget asked for (or chosen: see ExpertMemory.Automatic).
+    private static (ExpertPlacement, OffloadedExperts?) PlaceExperts(Checkpoint ck, EngineOptions o, long kvCacheBytes)
+    {
+        var summary = ModelSummary.Of(ck);
+        bool automatic = o.ExpertMemory is null;
+        long? available = automatic ? SystemMemory.AvailableBytes() : null;
+        var resident = new ExpertPlacement(false, automatic, summary.ExpertBytes, summary.ExpertBytes, 0, 0, o.CachePolicy, false, available);
+        if (o.ExpertMemory is { IsResident: true }) return (resident, null);
+        if (automatic && ExpertMemory.Automatic(summary.TotalBytes, 0, available, 0).IsResident) return (resident, null);
+
+        var layout = OffloadedExperts.LayoutOf(ck);
+        int topK = ck.Config.NumExpertsUsed;
+        long minimum = OffloadedExperts.MinimumBudgetBytes(layout, topK);
+        var asked = o.ExpertMemory ?? ExpertMemory.Automatic(summary.TotalBytes, summary.ResidentBytes + kvCacheBytes, available, minimum);
+        long budget = asked.BudgetBytes(layout.TotalBytes);
+        if (budget < minimum)
+        {
+            double pct = Math.Ceiling(1000.0 * minimum / layout.TotalBytes) / 10;
+            throw new ArgumentException(
+                $"expert memory {asked} ({(asked.Kind == ExpertMemoryKind.Fraction ? ByteSize.Format(budget) + ", " : "")}{budget} bytes) is below this model's minimum of {ByteSize.Format(minimum)} ({minimum} bytes): " +
+                $"a layer uses {topK} experts at once and each needs a slot of {ByteSize.Format(DirectFileReader.AlignUp(layout.SlotBytes))}; " +
+                $"give at least {ByteSize.Format(minimum)} ({pct.ToString(System.Globalization.CultureInfo.InvariantCulture)}% of the experts) or all");
+        }
+        var runner = new OffloadedExperts(ck, layout, new OffloadOptions { BudgetBytes = budget, Policy = o.CachePolicy });
+        return (new ExpertPlacement(true, automatic, layout.TotalBytes, budget, runner.SlotCount, runner.SlotBytes, o.CachePolicy, runner.DirectIo, available), runner);
     }
 
     /// <summary>Opens the GGUF file or HF folder at <paramref name="path"/>.</summary>
@@ -77,20 +161,18 @@ public sealed class ModelSession : IDisposable
         foreach (int t in tokens)
             if ((uint)t >= (uint)Config.VocabSize) throw new ArgumentException($"token id {t} is outside the vocabulary (0..{Config.VocabSize - 1})");
         State.Reset();
-        var rows = new List<float[]>();
-        for (int i = 0; i < tokens.Count; i++)
-        {
-            bool want = allPositions || i == tokens.Count - 1;
-            var row = want ? new float[Config.VocabSize] : null;
-            Model.Forward(State, tokens[i], row, Team);
-            if (row is not null) rows.Add(row);
-        }
-        return rows.ToArray();
+        int vocab = Config.VocabSize, n = tokens.Count;
+        var flat = new float[(allPositions ? n : 1) * (long)vocab];
+        Model.Forward(State, tokens.ToArray(), flat, allPositions, Team);
+        var rows = new float[allPositions ? n : 1][];
+        for (int r = 0; r < rows.Length; r++) rows[r] = flat.AsSpan(r * vocab, vocab).ToArray();
+        return rows;
     }
 
     public void Dispose()
     {
         Team.Dispose();
+        _offloaded?.Dispose();
         Checkpoint.Dispose();
     }
 }

@@ -91,6 +91,31 @@ public sealed unsafe class ActivationQ8
         _halfType = DType.F32;
     }
 
+    /// <summary>
+    /// Loads vectors gathered from the rows of <paramref name="x"/> ([*, cols] row-major): vector i is row rows[i] (a row
+    /// may repeat). Throws <see cref="ArgumentException"/> when a row is outside x or the capacity is exceeded.
+    /// </summary>
+    public void LoadRows(ReadOnlySpan<float> x, int cols, ReadOnlySpan<int> rows)
+    {
+        if (rows.Length < 1 || rows.Length > MaxTokens) throw new ArgumentOutOfRangeException(nameof(rows), rows.Length, $"capacity is {MaxTokens} vectors");
+        if (cols < 0 || cols > MaxCols) throw new ArgumentException($"vectors of {cols} values exceed the capacity of {MaxCols}", nameof(cols));
+        int available = cols == 0 ? int.MaxValue : x.Length / cols;
+        for (int i = 0; i < rows.Length; i++)
+        {
+            int r = rows[i];
+            if ((uint)r >= (uint)available) throw new ArgumentException($"row {r} is outside the {available} rows given", nameof(rows));
+            x.Slice(r * cols, cols).CopyTo(_values.AsSpan(i * cols, cols));
+        }
+        Cols = cols;
+        Tokens = rows.Length;
+        _hasQ8_0 = false;
+        _hasQ8_K = false;
+        _halfType = DType.F32;
+    }
+
+    /// <summary>The floats of every loaded vector, [Tokens, Cols] row-major.</summary>
+    public ReadOnlySpan<float> Values() => _values.AsSpan(0, Tokens * Cols);
+
     /// <summary>The floats of vector <paramref name="token"/>.</summary>
     public ReadOnlySpan<float> Values(int token)
     {

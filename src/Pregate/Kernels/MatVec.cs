@@ -86,20 +86,65 @@ public static unsafe class MatMul
         fixed (float* py = y) Dispatch(w, (byte*)x.Base(w.Type), x.RowBytes(w.Type), x.Tokens, py, team, x.UsesHalfCopy(w.Type));
     }
 
+    /// <summary>
+    /// Runs several products as one job on the team (one hand-off instead of one per matrix): for each task,
+    /// y[t·W.Rows + r] = Σ_c W[r, c]·x[FirstToken + t, c] for t &lt; Tokens. Every (row, token) value is bit-identical to
+    /// <see cref="MatVec"/> on that vector. Activations are prepared on the calling thread first. Throws
+    /// <see cref="ArgumentException"/> when a task's input does not match its matrix.
+    /// </summary>
+    public static void Run(ReadOnlySpan<MatMulTask> tasks, WorkerTeam? team = null)
+    {
+        const int StackTasks = 256;
+        Span<Resolved> resolved = tasks.Length > StackTasks ? new Resolved[tasks.Length] : stackalloc Resolved[StackTasks];
+        int count = 0, rows = 0;
+        long work = 0;
+        foreach (ref readonly var t in tasks)
+        {
+            t.Validate();
+            if (t.Tokens == 0 || t.W.Rows == 0) continue;
+            t.X.Prepare(t.W.Type);
+            resolved[count++] = new Resolved
+            {
+                W = t.W,
+                X = (byte*)t.X.Base(t.W.Type) + t.FirstToken * t.X.RowBytes(t.W.Type),
+                XStride = t.X.RowBytes(t.W.Type),
+                Tokens = t.Tokens,
+                Y = t.Y,
+                HalfInput = t.X.UsesHalfCopy(t.W.Type),
+                FirstRow = rows,
+            };
+            rows = checked(rows + t.W.Rows);
+            work += (long)t.W.Rows * t.W.Cols * t.Tokens;
+        }
+        if (count == 0) return;
+        fixed (Resolved* p = resolved)
+        {
+            var job = new MultiJob { Tasks = p, Count = count };
+            if (team is null)
+            {
+                job.Execute(0, rows);
+                return;
+            }
+            team.Run(ref job, rows, MinChunk(work / rows));
+        }
+    }
+
     internal static void Dispatch(in WeightMatrix w, byte* x, long xStride, int tokens, float* y, WorkerTeam? team, bool halfInput = false)
     {
-        var job = new Job { W = w, X = x, XStride = xStride, Tokens = tokens, Y = y, HalfInput = halfInput };
+        var job = new Job { Task = new Resolved { W = w, X = x, XStride = xStride, Tokens = tokens, Y = y, HalfInput = halfInput } };
         if (team is null || w.Rows == 0)
         {
             job.Execute(0, w.Rows);
             return;
         }
-        // Enough work per chunk to amortise the hand-off (~16K multiply-adds).
-        int minChunk = (int)Math.Max(1, 16384 / Math.Max(1L, (long)w.Cols * tokens));
-        team.Run(ref job, w.Rows, minChunk);
+        team.Run(ref job, w.Rows, MinChunk((long)w.Cols * tokens));
     }
 
-    private struct Job : IRowJob
+    // Enough work per chunk to amortise the hand-off (~16K multiply-adds).
+    private static int MinChunk(long workPerRow) => (int)Math.Max(1, 16384 / Math.Max(1L, workPerRow));
+
+    /// <summary>One product with its input resolved to the form its weights multiply; rows are numbered from FirstRow in a fused job.</summary>
+    private struct Resolved
     {
         public WeightMatrix W;
         public byte* X;
@@ -107,6 +152,7 @@ public static unsafe class MatMul
         public int Tokens;
         public float* Y;
         public bool HalfInput;
+        public int FirstRow;
 
         public readonly void Execute(int start, int end)
         {
@@ -136,6 +182,38 @@ public static unsafe class MatMul
                     byte* row = W.Row(r);
                     for (int t = t0; t < t1; t++) Y[(long)t * rows + r] = TRow.Dot(row, X + t * XStride, cols);
                 }
+            }
+        }
+    }
+
+    private struct Job : IRowJob
+    {
+        public Resolved Task;
+
+        public readonly void Execute(int start, int end) => Task.Execute(start, end);
+    }
+
+    private struct MultiJob : IRowJob
+    {
+        public Resolved* Tasks;
+        public int Count;
+
+        public readonly void Execute(int start, int end)
+        {
+            // The last task starting at or before `start`, then on through the tasks the range covers.
+            int lo = 0, hi = Count - 1;
+            while (lo < hi)
+            {
+                int mid = (lo + hi + 1) >> 1;
+                if (Tasks[mid].FirstRow <= start) lo = mid; else hi = mid - 1;
+            }
+            for (int i = lo; i < Count && start < end; i++)
+            {
+                ref readonly var t = ref Tasks[i];
+                int taskEnd = t.FirstRow + t.W.Rows;
+                int stop = Math.Min(end, taskEnd);
+                if (stop > start) t.Execute(start - t.FirstRow, stop - t.FirstRow);
+                start = Math.Max(start, stop);
             }
         }
     }
@@ -188,5 +266,33 @@ public static unsafe class MatMul
     private struct Q6_KRow : IRowDot
     {
         public static float Dot(byte* w, byte* x, int cols) => VecDot.Q6_K((BlockQ6_K*)w, (BlockQ8_K*)x, cols / BlockQ6_K.Size);
+    }
+}
+
+/// <summary>
+/// One product of a fused <see cref="MatMul.Run(ReadOnlySpan{MatMulTask}, WorkerTeam?)"/>: y[t·W.Rows + r] =
+/// Σ_c W[r, c]·x[FirstToken + t, c] for t &lt; Tokens and r &lt; W.Rows. <see cref="Y"/> points to Tokens·W.Rows floats
+/// that stay in place (pinned or native memory) during the run.
+/// </summary>
+public readonly unsafe struct MatMulTask(in WeightMatrix w, ActivationQ8 x, int firstToken, int tokens, float* y)
+{
+    public WeightMatrix W { get; } = w;
+    public ActivationQ8 X { get; } = x;
+    public int FirstToken { get; } = firstToken;
+    public int Tokens { get; } = tokens;
+    public float* Y { get; } = y;
+
+    /// <summary>All vectors loaded in <paramref name="x"/>.</summary>
+    public MatMulTask(in WeightMatrix w, ActivationQ8 x, float* y) : this(w, x, 0, x.Tokens, y)
+    {
+    }
+
+    internal void Validate()
+    {
+        ArgumentNullException.ThrowIfNull(X);
+        if (FirstToken < 0 || Tokens < 0 || FirstToken > X.Tokens - Tokens)
+            throw new ArgumentException($"vectors [{FirstToken}, {FirstToken + Tokens}) outside the {X.Tokens} loaded");
+        if (Tokens > 0 && X.Cols != W.Cols) throw new ArgumentException($"input has {X.Cols} values, matrix has {W.Cols} columns");
+        if (Tokens > 0 && W.Rows > 0 && Y == null) throw new ArgumentException("null output");
     }
 }

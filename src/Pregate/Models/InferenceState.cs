@@ -1,5 +1,6 @@
 // Per-session state of the forward pass: the KV cache and every activation buffer, allocated once so that a
-// forward step allocates nothing (llama2.c's RunState).
+// forward step allocates nothing (llama2.c's RunState). Activations hold a block of up to MaxBatch tokens (prefill runs
+// the prompt in such blocks; decode uses the first row). Buffers the kernels write through pointers are pinned.
 using Pregate.Core;
 using Pregate.Kernels;
 
@@ -8,61 +9,78 @@ namespace Pregate.Models;
 /// <summary>KV cache and scratch buffers for one sequence of up to <see cref="Context"/> tokens.</summary>
 public sealed class InferenceState
 {
+    /// <summary>Tokens per forward block when the caller does not choose: enough to group tokens per expert in prefill.</summary>
+    public const int DefaultMaxBatch = 128;
+
     public int Context { get; }
+
+    /// <summary>Tokens one forward block holds; longer inputs run in several blocks.</summary>
+    public int MaxBatch { get; }
 
     /// <summary>Tokens already in the KV cache; the next token goes to this position.</summary>
     public int Position { get; internal set; }
 
     internal readonly float[][] Keys;     // per layer [Context, Hkv·hd]
     internal readonly float[][] Values;   // per layer [Context, Hkv·hd]
-    internal readonly float[] Hidden;     // [D] residual stream
-    internal readonly float[] Normed;     // [D]
-    internal readonly float[] Q;          // [H·hd]
-    internal readonly float[] K;          // [Hkv·hd]
-    internal readonly float[] V;          // [Hkv·hd]
-    internal readonly float[] AttnOut;    // [H·hd]
-    internal readonly float[] Scores;     // [Context]
-    internal readonly float[] CosSin;     // [hd]
-    internal readonly float[] Projected;  // [D]
-    internal readonly float[] MoeOut;     // [D]
-    internal readonly float[] RouterLogits; // [E]
-    internal readonly int[] ExpertIds;    // [k]
-    internal readonly float[] ExpertWeights; // [k]
-    internal readonly ActivationQ8 HiddenAct;  // input of q/k/v, router, experts: [D]
-    internal readonly ActivationQ8 AttnAct;    // input of o_proj: [H·hd]
+    internal readonly float[] Hidden;     // [B, D] residual stream
+    internal readonly float[] Normed;     // [B, D]
+    internal readonly float[] Q;          // [B, H·hd]
+    internal readonly float[] K;          // [B, Hkv·hd]
+    internal readonly float[] V;          // [B, Hkv·hd]
+    internal readonly float[] AttnOut;    // [B, H·hd]
+    internal readonly float[] Scores;     // [max(B, H), Context]: one row per token (prefill) or per head (decode)
+    internal readonly float[] CosSin;     // [B, hd]
+    internal readonly float[] Projected;  // [B, D]
+    internal readonly float[] MoeOut;     // [B, D]
+    internal readonly float[] RouterLogits; // [B, E]
+    internal readonly int[] ExpertIds;    // [B, k]
+    internal readonly float[] ExpertWeights; // [B, k]
+    internal readonly ActivationQ8 HiddenAct;  // input of q/k/v, router, experts: [B, D]
+    internal readonly ActivationQ8 AttnAct;    // input of o_proj: [B, H·hd]
     internal readonly ExpertScratch Expert;
+    internal readonly MatMulTask[] AttentionTasks = new MatMulTask[3];   // q, k, v projections as one job
 
-    public InferenceState(ModelConfig c, int context)
+    /// <summary>
+    /// Allocates the cache for <paramref name="context"/> tokens and activations for blocks of <paramref name="maxBatch"/>
+    /// tokens (≤ 0: min(context, <see cref="DefaultMaxBatch"/>)).
+    /// </summary>
+    public InferenceState(ModelConfig c, int context, int maxBatch = 0)
     {
         if (context < 1) throw new ArgumentOutOfRangeException(nameof(context), context, "context must be at least 1 token");
         Context = context;
+        MaxBatch = maxBatch > 0 ? Math.Min(maxBatch, context) : Math.Min(context, DefaultMaxBatch);
+        int b = MaxBatch;
         int d = c.HiddenSize, q = c.NumHeads * c.HeadDim, kv = c.NumKvHeads * c.HeadDim;
         long cacheFloats = (long)context * kv;
         if (cacheFloats > Array.MaxLength) throw new ArgumentOutOfRangeException(nameof(context), context, "KV cache too large for one buffer per layer");
+        long scoreFloats = (long)Math.Max(b, c.NumHeads) * context;
+        if (scoreFloats > Array.MaxLength) throw new ArgumentOutOfRangeException(nameof(context), context, "attention scores too large for one buffer");
         Keys = new float[c.NumLayers][];
         Values = new float[c.NumLayers][];
         for (int i = 0; i < c.NumLayers; i++)
         {
-            Keys[i] = new float[cacheFloats];
-            Values[i] = new float[cacheFloats];
+            Keys[i] = Pinned(cacheFloats);
+            Values[i] = Pinned(cacheFloats);
         }
-        Hidden = new float[d];
-        Normed = new float[d];
-        Q = new float[q];
-        K = new float[kv];
-        V = new float[kv];
-        AttnOut = new float[q];
-        Scores = new float[context];
-        CosSin = new float[c.HeadDim];
-        Projected = new float[d];
-        MoeOut = new float[d];
-        RouterLogits = new float[c.NumExperts];
-        ExpertIds = new int[c.NumExpertsUsed];
-        ExpertWeights = new float[c.NumExpertsUsed];
-        HiddenAct = new ActivationQ8(d);
-        AttnAct = new ActivationQ8(q);
-        Expert = new ExpertScratch(d, Math.Max(c.ExpertFfn, c.SharedExpertFfn));
+        Hidden = Pinned((long)b * d);
+        Normed = Pinned((long)b * d);
+        Q = Pinned((long)b * q);
+        K = Pinned((long)b * kv);
+        V = Pinned((long)b * kv);
+        AttnOut = Pinned((long)b * q);
+        Scores = Pinned(scoreFloats);
+        CosSin = Pinned((long)b * c.HeadDim);
+        Projected = Pinned((long)b * d);
+        MoeOut = Pinned((long)b * d);
+        RouterLogits = Pinned((long)b * c.NumExperts);
+        ExpertIds = new int[b * c.NumExpertsUsed];
+        ExpertWeights = new float[b * c.NumExpertsUsed];
+        HiddenAct = new ActivationQ8(d, b);
+        AttnAct = new ActivationQ8(q, b);
+        Expert = new ExpertScratch(d, Math.Max(c.ExpertFfn, c.SharedExpertFfn), b, c.NumExpertsUsed);
     }
+
+    private static float[] Pinned(long n) => GC.AllocateArray<float>(checked((int)n), pinned: true);
 
     /// <summary>Bytes of the KV cache.</summary>
     public long KvCacheBytes => 2L * Keys.Length * (Keys.Length == 0 ? 0 : Keys[0].LongLength) * sizeof(float);
@@ -71,19 +89,52 @@ public sealed class InferenceState
     public void Reset() => Position = 0;
 }
 
-/// <summary>Buffers one SwiGLU expert needs: gate and up activations [F], the down projection's input and its output [D].</summary>
+/// <summary>
+/// Buffers for SwiGLU experts over up to <see cref="MaxSlots"/> (token, expert) pairs at once: the gathered inputs [S, D],
+/// gate and up activations [S, F], the down projection's input and its output [S, D], and the grouping of a block's
+/// routed tokens by expert.
+/// </summary>
 public sealed class ExpertScratch
 {
-    internal readonly float[] Gate;
-    internal readonly float[] Up;
-    internal readonly float[] Out;
-    internal readonly ActivationQ8 DownAct;
+    internal readonly float[] Gate;          // [S, F]
+    internal readonly float[] Up;            // [S, F]
+    internal readonly float[] Out;           // [S, D]
+    internal readonly ActivationQ8 DownAct;  // [S, F]
+    internal readonly ActivationQ8 Gathered; // [S, D] inputs grouped by expert
+    internal readonly ActivationQ8 TokenInput; // [1, D] one token's input (runners without a batched path)
+    internal readonly ExpertGrouping Grouping;
+    internal readonly MatMulTask[] Tasks;    // [2·S] the products of one grouped run
 
-    public ExpertScratch(int hidden, int ffn)
+    /// <summary>Room for one token's single expert (<paramref name="hidden"/> D, <paramref name="ffn"/> F).</summary>
+    public ExpertScratch(int hidden, int ffn) : this(hidden, ffn, 1, 1)
     {
-        Gate = new float[ffn];
-        Up = new float[ffn];
-        Out = new float[hidden];
-        DownAct = new ActivationQ8(ffn);
     }
+
+    /// <summary>Room for blocks of <paramref name="maxTokens"/> tokens routed to <paramref name="expertsPerToken"/> experts each.</summary>
+    public ExpertScratch(int hidden, int ffn, int maxTokens, int expertsPerToken)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxTokens, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(expertsPerToken, 1);
+        Hidden = hidden;
+        Ffn = ffn;
+        MaxTokens = maxTokens;
+        MaxSlots = checked(maxTokens * expertsPerToken);
+        Gate = GC.AllocateArray<float>(checked(MaxSlots * ffn), pinned: true);
+        Up = GC.AllocateArray<float>(checked(MaxSlots * ffn), pinned: true);
+        Out = GC.AllocateArray<float>(checked(MaxSlots * hidden), pinned: true);
+        DownAct = new ActivationQ8(ffn, MaxSlots);
+        Gathered = new ActivationQ8(hidden, MaxSlots);
+        TokenInput = new ActivationQ8(hidden);
+        Grouping = new ExpertGrouping(MaxSlots);
+        Tasks = new MatMulTask[2 * MaxSlots];
+    }
+
+    public int Hidden { get; }
+    public int Ffn { get; }
+
+    /// <summary>Tokens per block.</summary>
+    public int MaxTokens { get; }
+
+    /// <summary>(token, expert) pairs computed at once.</summary>
+    public int MaxSlots { get; }
 }

@@ -77,6 +77,20 @@ public abstract class MoeModel
             Layers[i] = l;
         }
         Experts = new ResidentExperts(ck);
+        WeightBytesPerToken = BytesReadPerToken(ck);
+    }
+
+    private static long BytesReadPerToken(Checkpoint ck)
+    {
+        var c = ck.Config;
+        long bytes = 0;
+        foreach (var spec in ck.Specs)
+        {
+            if (spec.IsRoutedExpert) bytes += c.NumExpertsUsed * ck.GetExpert(spec.Role, spec.Layer, 0).ByteLength;
+            else if (spec.Role == TensorRole.TokenEmbedding && !c.TieWordEmbeddings) bytes += ck.Get(spec.Role).RowBytes;
+            else bytes += ck.Get(spec.Role, spec.Layer).ByteLength;
+        }
+        return bytes;
     }
 
     /// <summary>The model for <paramref name="ck"/>'s architecture.</summary>
@@ -89,91 +103,206 @@ public abstract class MoeModel
         _ => throw new ModelFormatException(ck.Path, $"unsupported architecture {ck.Config.Architecture}"),
     };
 
-    public InferenceState CreateState(int context) => new(Config, context);
+    /// <summary>A fresh sequence state: KV cache for <paramref name="context"/> tokens, blocks of <paramref name="maxBatch"/> (≤ 0: default).</summary>
+    public InferenceState CreateState(int context, int maxBatch = 0) => new(Config, context, maxBatch);
+
+    /// <summary>
+    /// Weight bytes one decoded token reads: every resident tensor (attention, norms, routers, shared experts, lm_head),
+    /// one embedding row, and k routed experts per layer.
+    /// </summary>
+    public long WeightBytesPerToken { get; }
 
     /// <summary>
     /// Runs <paramref name="token"/> at position <c>state.Position</c>, appends its keys and values to the cache and advances
     /// the position. Writes the next-token logits [V] into <paramref name="logits"/> unless it is empty.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">The token is outside the vocabulary or the context is full.</exception>
-    public void Forward(InferenceState s, int token, Span<float> logits, WorkerTeam? team = null)
+    public void Forward(InferenceState s, int token, Span<float> logits, WorkerTeam? team = null) =>
+        Forward(s, new ReadOnlySpan<int>(in token), logits, allPositions: false, team);
+
+    /// <summary>
+    /// Runs <paramref name="tokens"/> at positions <c>state.Position</c>… in blocks of <c>state.MaxBatch</c> (batched
+    /// mat-muls, causal attention over the block, experts grouped by token), appends their keys and values to the cache
+    /// and advances the position. Logits are bit-identical to running the tokens one at a time. Unless
+    /// <paramref name="logits"/> is empty it receives the logits of every position ([tokens, V] row-major) when
+    /// <paramref name="allPositions"/>, else those of the last token [V].
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">A token is outside the vocabulary or the tokens do not fit the context.</exception>
+    /// <exception cref="ArgumentException">No tokens, or <paramref name="logits"/> has the wrong length.</exception>
+    public void Forward(InferenceState s, ReadOnlySpan<int> tokens, Span<float> logits, bool allPositions, WorkerTeam? team = null)
     {
         var c = Config;
-        if ((uint)token >= (uint)c.VocabSize) throw new ArgumentOutOfRangeException(nameof(token), token, $"token id outside the vocabulary (0..{c.VocabSize - 1})");
-        if (s.Position >= s.Context) throw new ArgumentOutOfRangeException(nameof(s), s.Position, $"the context of {s.Context} tokens is full");
-        int pos = s.Position;
-        Embed(token, s.Hidden);
-        Rope.CosSin(pos, c.RopeTheta, c.HeadDim, s.CosSin);
+        int n = tokens.Length, vocab = c.VocabSize;
+        if (n == 0) throw new ArgumentException("no tokens given", nameof(tokens));
+        foreach (int token in tokens)
+            if ((uint)token >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(tokens), token, $"token id outside the vocabulary (0..{vocab - 1})");
+        if (n > s.Context - s.Position)
+            throw new ArgumentOutOfRangeException(nameof(s), s.Position, $"{n} tokens after position {s.Position} do not fit the context of {s.Context} tokens");
+        long expected = allPositions ? (long)n * vocab : vocab;
+        if (!logits.IsEmpty && logits.Length != expected) throw new ArgumentException($"logits hold {logits.Length} values, {expected} expected", nameof(logits));
+        for (int start = 0; start < n; start += s.MaxBatch)
+        {
+            int count = Math.Min(s.MaxBatch, n - start);
+            var blockLogits = logits.IsEmpty ? default
+                : allPositions ? logits.Slice(start * vocab, count * vocab)
+                : start + count == n ? logits : default;
+            ForwardBlock(s, tokens.Slice(start, count), blockLogits, allPositions, team);
+        }
+    }
+
+    private void ForwardBlock(InferenceState s, ReadOnlySpan<int> tokens, Span<float> logits, bool allPositions, WorkerTeam? team)
+    {
+        var c = Config;
+        int n = tokens.Length, p0 = s.Position, d = c.HiddenSize, hd = c.HeadDim, k = c.NumExpertsUsed, e = c.NumExperts;
+        for (int t = 0; t < n; t++)
+        {
+            Embed(tokens[t], s.Hidden.AsSpan(t * d, d));
+            Rope.CosSin(p0 + t, c.RopeTheta, hd, s.CosSin.AsSpan(t * hd, hd));
+        }
+        var hidden = s.Hidden.AsSpan(0, n * d);
         for (int i = 0; i < Layers.Length; i++)
         {
             var l = Layers[i];
-            Attention(i, l, s, pos, team);
-            Observer?.OnTensor("attn_residual", i, pos, s.Hidden);
+            Attention(i, l, s, p0, n, team);
+            if (Observer is { } attnObserver)
+                for (int t = 0; t < n; t++) attnObserver.OnTensor("attn_residual", i, p0 + t, hidden.Slice(t * d, d));
 
-            ElementOps.RmsNorm(s.Hidden, l.FfnNorm, c.RmsNormEps, s.Normed);
-            s.HiddenAct.Load(s.Normed);
-            MatVec.Run(l.Router, s.HiddenAct, s.RouterLogits, team);
-            Route(i, s.RouterLogits, s.ExpertIds, s.ExpertWeights);
-            Observer?.OnRouting(i, pos, s.RouterLogits, s.ExpertIds, s.ExpertWeights);
-            s.MoeOut.AsSpan().Clear();
-            Experts.Run(i, s.ExpertIds, s.ExpertWeights, s.HiddenAct, s.MoeOut, s.Expert, team);
-            AddSharedExpert(l, s, team);
-            Observer?.OnTensor("moe_out", i, pos, s.MoeOut);
-            ElementOps.Add(s.Hidden, s.MoeOut);
+            NormRows(s.Hidden, l.FfnNorm, s.Normed, n, d);
+            s.HiddenAct.Load(s.Normed.AsSpan(0, n * d), n);
+            MatMul.Run(l.Router, s.HiddenAct, s.RouterLogits.AsSpan(0, n * e), team);
+            for (int t = 0; t < n; t++)
+            {
+                var ids = s.ExpertIds.AsSpan(t * k, k);
+                var weights = s.ExpertWeights.AsSpan(t * k, k);
+                var router = s.RouterLogits.AsSpan(t * e, e);
+                Route(i, router, ids, weights);
+                Observer?.OnRouting(i, p0 + t, router, ids, weights);
+                Experts.ObserveRouting(i, router);
+            }
+            var moeOut = s.MoeOut.AsSpan(0, n * d);
+            moeOut.Clear();
+            Experts.RunBatch(i, s.ExpertIds.AsSpan(0, n * k), s.ExpertWeights.AsSpan(0, n * k), s.HiddenAct, moeOut, s.Expert, team);
+            AddSharedExpert(l, s, n, team);
+            if (Observer is { } moeObserver)
+                for (int t = 0; t < n; t++) moeObserver.OnTensor("moe_out", i, p0 + t, moeOut.Slice(t * d, d));
+            ElementOps.Add(hidden, moeOut);
         }
-        s.Position = pos + 1;
+        s.Position = p0 + n;
         if (logits.IsEmpty) return;
-        ElementOps.RmsNorm(s.Hidden, _outputNorm, c.RmsNormEps, s.Normed);
-        s.HiddenAct.Load(s.Normed);
-        MatVec.Run(_output, s.HiddenAct, logits, team);
+        if (allPositions)
+        {
+            NormRows(s.Hidden, _outputNorm, s.Normed, n, d);
+            s.HiddenAct.Load(s.Normed.AsSpan(0, n * d), n);
+        }
+        else
+        {
+            ElementOps.RmsNorm(hidden.Slice((n - 1) * d, d), _outputNorm, c.RmsNormEps, s.Normed.AsSpan(0, d));
+            s.HiddenAct.Load(s.Normed.AsSpan(0, d));
+        }
+        MatMul.Run(_output, s.HiddenAct, logits, team);
     }
 
     /// <summary>Chooses the experts of <paramref name="layer"/> from its router logits (overwritten freely).</summary>
     protected abstract void Route(int layer, Span<float> routerLogits, Span<int> ids, Span<float> weights);
 
-    /// <summary>Normalises the projected q [H·hd] and k [Hkv·hd] before RoPE (Qwen3-MoE per head, OLMoE whole). Default: nothing.</summary>
+    /// <summary>Normalises one token's projected q [H·hd] and k [Hkv·hd] before RoPE (Qwen3-MoE per head, OLMoE whole). Default: nothing.</summary>
     protected virtual void NormalizeQK(Layer l, Span<float> q, Span<float> k) { }
 
-    /// <summary>Adds the shared expert's contribution to state.MoeOut (Qwen2-MoE). Default: nothing.</summary>
-    protected virtual void AddSharedExpert(Layer l, InferenceState s, WorkerTeam? team) { }
+    /// <summary>
+    /// Adds the shared expert's contribution for the block's <paramref name="tokens"/> tokens (inputs in state.HiddenAct)
+    /// to state.MoeOut [tokens, D] (Qwen2-MoE). Default: nothing.
+    /// </summary>
+    protected virtual void AddSharedExpert(Layer l, InferenceState s, int tokens, WorkerTeam? team) { }
 
-    private void Attention(int layer, Layer l, InferenceState s, int pos, WorkerTeam? team)
+    // dst[t] = RMSNorm(x[t]) ⊙ weight for each of n rows of d values.
+    private void NormRows(float[] x, float[] weight, float[] dst, int n, int d)
+    {
+        for (int t = 0; t < n; t++) ElementOps.RmsNorm(x.AsSpan(t * d, d), weight, Config.RmsNormEps, dst.AsSpan(t * d, d));
+    }
+
+    private unsafe void Attention(int layer, Layer l, InferenceState s, int p0, int n, WorkerTeam? team)
     {
         var c = Config;
-        int hd = c.HeadDim, kvDim = c.NumKvHeads * hd, group = c.NumHeads / c.NumKvHeads;
-        ElementOps.RmsNorm(s.Hidden, l.AttnNorm, c.RmsNormEps, s.Normed);
-        s.HiddenAct.Load(s.Normed);
-        MatVec.Run(l.Q, s.HiddenAct, s.Q, team);
-        MatVec.Run(l.K, s.HiddenAct, s.K, team);
-        MatVec.Run(l.V, s.HiddenAct, s.V, team);
-        if (l.QBias is not null) ElementOps.Add(s.Q, l.QBias);
-        if (l.KBias is not null) ElementOps.Add(s.K, l.KBias);
-        if (l.VBias is not null) ElementOps.Add(s.V, l.VBias);
-        NormalizeQK(l, s.Q, s.K);
-        Rope.Apply(s.Q, c.NumHeads, hd, s.CosSin, _rope);
-        Rope.Apply(s.K, c.NumKvHeads, hd, s.CosSin, _rope);
-        s.K.CopyTo(s.Keys[layer].AsSpan(pos * kvDim, kvDim));
-        s.V.CopyTo(s.Values[layer].AsSpan(pos * kvDim, kvDim));
-
-        // softmax(q·Kᵀ/√hd) V per head; head h reads kv head h / (H/Hkv).
-        var keys = s.Keys[layer];
-        var values = s.Values[layer];
-        var scores = s.Scores.AsSpan(0, pos + 1);
-        for (int h = 0; h < c.NumHeads; h++)
+        int d = c.HiddenSize, hd = c.HeadDim, qDim = c.NumHeads * hd, kvDim = c.NumKvHeads * hd;
+        NormRows(s.Hidden, l.AttnNorm, s.Normed, n, d);
+        s.HiddenAct.Load(s.Normed.AsSpan(0, n * d), n);
+        fixed (float* q = s.Q) fixed (float* k = s.K) fixed (float* v = s.V)
         {
-            var q = s.Q.AsSpan(h * hd, hd);
-            int kvOff = h / group * hd;
-            for (int t = 0; t <= pos; t++)
-                scores[t] = ElementOps.Dot(q, keys.AsSpan(t * kvDim + kvOff, hd)) * _attnScale;
-            ElementOps.Softmax(scores);
-            var o = s.AttnOut.AsSpan(h * hd, hd);
-            o.Clear();
-            for (int t = 0; t <= pos; t++)
-                ElementOps.WeightedAdd(o, scores[t], values.AsSpan(t * kvDim + kvOff, hd));
+            var tasks = s.AttentionTasks;
+            tasks[0] = new MatMulTask(l.Q, s.HiddenAct, q);
+            tasks[1] = new MatMulTask(l.K, s.HiddenAct, k);
+            tasks[2] = new MatMulTask(l.V, s.HiddenAct, v);
+            MatMul.Run(tasks, team);
         }
-        s.AttnAct.Load(s.AttnOut);
-        MatVec.Run(l.O, s.AttnAct, s.Projected, team);
-        ElementOps.Add(s.Hidden, s.Projected);
+        for (int t = 0; t < n; t++)
+        {
+            var qt = s.Q.AsSpan(t * qDim, qDim);
+            var kt = s.K.AsSpan(t * kvDim, kvDim);
+            var vt = s.V.AsSpan(t * kvDim, kvDim);
+            if (l.QBias is not null) ElementOps.Add(qt, l.QBias);
+            if (l.KBias is not null) ElementOps.Add(kt, l.KBias);
+            if (l.VBias is not null) ElementOps.Add(vt, l.VBias);
+            NormalizeQK(l, qt, kt);
+            var cosSin = s.CosSin.AsSpan(t * hd, hd);
+            Rope.Apply(qt, c.NumHeads, hd, cosSin, _rope);
+            Rope.Apply(kt, c.NumKvHeads, hd, cosSin, _rope);
+            kt.CopyTo(s.Keys[layer].AsSpan((p0 + t) * kvDim, kvDim));
+            vt.CopyTo(s.Values[layer].AsSpan((p0 + t) * kvDim, kvDim));
+        }
+
+        fixed (float* q = s.Q) fixed (float* keys = s.Keys[layer]) fixed (float* values = s.Values[layer])
+        fixed (float* scores = s.Scores) fixed (float* output = s.AttnOut)
+        {
+            // One token: heads in parallel (a scores row per head). A block: tokens in parallel (a scores row per token).
+            var job = new AttentionJob
+            {
+                Q = q, Keys = keys, Values = values, Scores = scores, Output = output, ScoreStride = s.Context,
+                FirstPosition = p0, Heads = c.NumHeads, HeadDim = hd, KvDim = kvDim, Group = c.NumHeads / c.NumKvHeads,
+                Scale = _attnScale, PerHead = n == 1,
+            };
+            int rows = n == 1 ? c.NumHeads : n;
+            if (team is null) job.Execute(0, rows);
+            else team.Run(ref job, rows);
+        }
+        s.AttnAct.Load(s.AttnOut.AsSpan(0, n * qDim), n);
+        var projected = s.Projected.AsSpan(0, n * d);
+        MatMul.Run(l.O, s.AttnAct, projected, team);
+        ElementOps.Add(s.Hidden.AsSpan(0, n * d), projected);
+    }
+
+    // softmax(q·Kᵀ/√hd) V for (token, head) pairs; token t sits at position FirstPosition + t and sees positions ≤ its own;
+    // head h reads kv head h / (H/Hkv). Rows are heads of token 0 (PerHead) or tokens (all heads each).
+    private unsafe struct AttentionJob : IRowJob
+    {
+        public float* Q, Keys, Values, Scores, Output;
+        public int ScoreStride, FirstPosition, Heads, HeadDim, KvDim, Group;
+        public float Scale;
+        public bool PerHead;
+
+        public readonly void Execute(int start, int end)
+        {
+            for (int r = start; r < end; r++)
+            {
+                if (PerHead) Head(0, r, Scores + (long)r * ScoreStride);
+                else
+                    for (int h = 0; h < Heads; h++) Head(r, h, Scores + (long)r * ScoreStride);
+            }
+        }
+
+        private readonly void Head(int t, int h, float* scores)
+        {
+            int hd = HeadDim, pos = FirstPosition + t, qDim = Heads * hd;
+            float* q = Q + (long)t * qDim + h * hd;
+            int kvOff = h / Group * hd;
+            for (int j = 0; j <= pos; j++)
+                scores[j] = VecDot.F32(q, Keys + (long)j * KvDim + kvOff, hd) * Scale;
+            var row = new Span<float>(scores, pos + 1);
+            ElementOps.Softmax(row);
+            var o = new Span<float>(Output + (long)t * qDim + h * hd, hd);
+            o.Clear();
+            for (int j = 0; j <= pos; j++)
+                ElementOps.WeightedAdd(o, row[j], new ReadOnlySpan<float>(Values + (long)j * KvDim + kvOff, hd));
+        }
     }
 
     private void Embed(int token, Span<float> dst)

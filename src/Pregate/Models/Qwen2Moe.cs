@@ -11,11 +11,15 @@ public sealed class Qwen2Moe(Checkpoint ck) : MoeModel(ck)
     protected override void Route(int layer, Span<float> routerLogits, Span<int> ids, Span<float> weights) =>
         Routing.SoftmaxTopK(routerLogits, ids, weights, Config.NormTopKProb);
 
-    protected override void AddSharedExpert(Layer l, InferenceState s, WorkerTeam? team)
+    protected override void AddSharedExpert(Layer l, InferenceState s, int tokens, WorkerTeam? team)
     {
         if (l.Shared is not { } shared) return;
+        int d = Config.HiddenSize;
         SwiGlu.Run(shared, s.HiddenAct, s.Expert, team);
-        float gate = 1f / (1f + MathF.Exp(-ElementOps.Dot(l.SharedGate!, s.HiddenAct.Values(0))));
-        ElementOps.WeightedAdd(s.MoeOut, gate, s.Expert.Out.AsSpan(0, s.MoeOut.Length));
+        for (int t = 0; t < tokens; t++)
+        {
+            float gate = 1f / (1f + MathF.Exp(-ElementOps.Dot(l.SharedGate!, s.HiddenAct.Values(t))));
+            ElementOps.WeightedAdd(s.MoeOut.AsSpan(t * d, d), gate, s.Expert.Out.AsSpan(t * d, d));
+        }
     }
 }

@@ -181,6 +181,34 @@ public sealed class ServerLimitsTests(ITestOutputHelper output)
         Assert.Equal(42, TestServer.Sample(m, "pregate_test_session_value"));
         Assert.Equal(9, TestServer.Sample(m, "pregate_test_events_total"));
         Assert.Contains("# TYPE pregate_request_duration_seconds histogram", m);
+        Assert.DoesNotContain("pregate_expert_", m);   // resident experts have no cache to report on
+    }
+
+    [Fact(Timeout = TestTimeoutMs)]
+    public async Task OffloadedExpertsGiveTheSameRepliesAndReportTheirCache()
+    {
+        await using var s = await TestServer.StartAsync(ServerTestSupport.TinyModel, new ServerOptions { MaxConcurrent = 2 },
+            new Pregate.Engine.EngineOptions { Threads = 1, ExpertMemory = Pregate.Engine.ExpertMemory.OfFraction(0.5) });
+        Assert.True(s.Session.ExpertPlacement.Offloaded);
+        using var resident = Pregate.Engine.ModelSession.Open(ServerTestSupport.TinyModel, new Pregate.Engine.EngineOptions { Threads = 1 });
+        string[] prompts = ["First question?", "Second question!", "A third one."];
+        var replies = await Task.WhenAll(prompts.Select(p => Task.Run(() => s.PostAsync("/v1/chat/completions", ServerTestSupport.ChatBody(p, 12)))));
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            var expected = ServerTestSupport.ReferenceChat(resident, [new("user", prompts[i])], 12);
+            Assert.Equal(HttpStatusCode.OK, replies[i].Status);
+            Assert.Equal(expected.Text, replies[i].Body.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString());
+        }
+        string m = await s.MetricsAsync();
+        double hits = TestServer.Sample(m, "pregate_expert_cache_hits_total"), misses = TestServer.Sample(m, "pregate_expert_cache_misses_total");
+        output.WriteLine($"expert cache: {hits} hits, {misses} misses, {TestServer.Sample(m, "pregate_expert_read_bytes_total")} bytes read");
+        // The metrics mirror the session's own counters (idle now, so they cannot move between the two reads).
+        Assert.Equal(s.Session.ExpertStats.Tokens, TestServer.Sample(m, "pregate_expert_tokens_total"));
+        Assert.Equal(s.Session.ExpertStats.Cache.Hits, hits);
+        Assert.Equal(s.Session.ExpertStats.Cache.Misses, misses);
+        Assert.True(misses > 0 && hits > 0);
+        Assert.True(TestServer.Sample(m, "pregate_expert_read_bytes_total") > 0);
+        Assert.Equal(s.Session.ExpertPlacement.BudgetBytes, TestServer.Sample(m, "pregate_expert_budget_bytes"));
     }
 
     [Fact(Timeout = TestTimeoutMs)]

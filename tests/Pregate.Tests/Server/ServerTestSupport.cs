@@ -90,9 +90,9 @@ internal sealed class TestServer : IAsyncDisposable
     public StringWriter Log { get; }
     public Uri Address => Server.Address!;
 
-    public static async Task<TestServer> StartAsync(string modelPath, ServerOptions? options = null)
+    public static async Task<TestServer> StartAsync(string modelPath, ServerOptions? options = null, EngineOptions? engine = null)
     {
-        var session = ModelSession.Open(modelPath, new EngineOptions { Threads = 1 });
+        var session = ModelSession.Open(modelPath, engine ?? new EngineOptions { Threads = 1 });
         try
         {
             var log = new StringWriter();
