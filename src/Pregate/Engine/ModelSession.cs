@@ -114,19 +114,23 @@ public sealed class ModelSession : IDisposable
     private ModelSession(Checkpoint ck, EngineOptions o)
     {
         Checkpoint = ck;
-        Model = MoeModel.Load(ck);
         int context = o.Context ?? Math.Min(ck.Config.MaxContext, EngineOptions.DefaultMaxContext);
         if (context > ck.Config.MaxContext)
             throw new ArgumentException($"context {context} exceeds the model's maximum of {ck.Config.MaxContext} tokens");
-        State = Model.CreateState(context);
+        State = new InferenceState(ck.Config, context);
+        // Experts are placed before the model binds (and reads) any weight, so offloading can keep read-ahead out of them.
         (ExpertPlacement, _offloaded) = PlaceExperts(ck, o, State.KvCacheBytes);
-        try { Team = new WorkerTeam(o.Threads); }
+        try
+        {
+            Model = MoeModel.Load(ck);
+            if (_offloaded is not null) Model.Experts = _offloaded;
+            Team = new WorkerTeam(o.Threads);
+        }
         catch
         {
             _offloaded?.Dispose();
             throw;
         }
-        if (_offloaded is not null) Model.Experts = _offloaded;
         _tokenizer = new Lazy<TextTokenizer>(() => CheckpointTokenizer.Load(ck));
     }
 

@@ -34,8 +34,10 @@ public sealed record OffloadOptions
 /// An <see cref="IExpertRunner"/> that reads experts from the checkpoint's files into an <see cref="ExpertCache"/> instead of
 /// through the memory map. For each layer it requests every routed expert at once, computes the cached ones while the rest
 /// load, and accumulates <c>y += w_j · expert_j(x)</c> in the order of the ids, so its results are bit-identical to
-/// <see cref="ResidentExperts"/>. One sequence at a time: <see cref="Run"/> is not reentrant. Dispose to stop the I/O
-/// threads and free the slots.
+/// <see cref="ResidentExperts"/>. The expert ranges are never read through the checkpoint's memory map: construction
+/// advises the kernel not to read ahead around the resident tensors (do it before the model reads any weight, as
+/// <c>ModelSession</c> does). One sequence at a time: <see cref="Run"/> is not reentrant. Dispose to stop the I/O threads
+/// and free the slots.
 /// </summary>
 public sealed class OffloadedExperts : IExpertRunner, IDisposable
 {
@@ -102,6 +104,7 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
         });
         BudgetBytes = options.BudgetBytes;
         Policy = options.Policy;
+        ResidentWeightAdvice.Apply(ck);
         var pool = new SlotPool(layout.SlotBytes, slots);
         try
         {
