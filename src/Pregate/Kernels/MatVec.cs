@@ -205,7 +205,10 @@ public static unsafe class MatMul
             float* tile = stackalloc float[8];
             if (Tokens == 1)
             {
-                Q8_0Rows4(start, end, 0, nb, tile);
+                // One vector streams the matrix from memory: one row at a time keeps a single sequential stream, which the
+                // hardware prefetcher follows best (measured faster than four interleaved rows, even with software prefetch).
+                var x = (BlockQ8_0*)X;
+                for (int r = start; r < end; r++) Y[r] = VecDot.Q8_0Avx2((BlockQ8_0*)W.Row(r), x, nb);
                 return;
             }
             int rowTile = (int)Math.Max(2, RowTileBytes / Math.Max(1, W.RowStride)) & ~1;
@@ -268,7 +271,7 @@ public static unsafe class MatMul
             }
         }
 
-        // Rows [start, end) against vector t, four rows per pass.
+        // Rows [start, end) of a tile already in cache against vector t, four rows per pass.
         private readonly void Q8_0Rows4(int start, int end, int t, int nb, float* tile)
         {
             var x = (BlockQ8_0*)(X + t * XStride);
@@ -276,7 +279,7 @@ public static unsafe class MatMul
             int r = start;
             for (; r + 4 <= end; r += 4)
             {
-                VecDot.Q8_0Avx2Rows4((BlockQ8_0*)W.Row(r), (BlockQ8_0*)W.Row(r + 1), (BlockQ8_0*)W.Row(r + 2), (BlockQ8_0*)W.Row(r + 3), x, nb, tile);
+                VecDot.Q8_0Avx2Rows4((BlockQ8_0*)W.Row(r), (BlockQ8_0*)W.Row(r + 1), (BlockQ8_0*)W.Row(r + 2), (BlockQ8_0*)W.Row(r + 3), x, nb, 4 * W.RowStride, tile);
                 y[r] = tile[0];
                 y[r + 1] = tile[1];
                 y[r + 2] = tile[2];
