@@ -3,6 +3,7 @@ using System.CommandLine;
 using System.Globalization;
 using Pregate.Engine;
 using Pregate.Experts;
+using Pregate.Experts.Prediction;
 
 namespace Pregate.Cli;
 
@@ -25,12 +26,21 @@ internal sealed class EngineOptionSet
         DefaultValueFactory = _ => "load",
     };
 
+    public readonly Option<string?> Predictor = new("--predictor")
+    {
+        Description = "how offloaded experts are prefetched: none (on demand), next-gate (the next layer's router on this layer's state), " +
+                      "pregate (a calibrated predictor, see calibrate). Default: pregate when its file sits next to the model, else next-gate",
+    };
+    public readonly Option<string?> PredictorFile = new("--predictor-file") { Description = "the calibrated predictor file (default: next to the model)" };
+    public readonly Option<int> Lookahead = new("--lookahead") { Description = "layers ahead to prefetch: 1 or 2", DefaultValueFactory = _ => 1 };
+    public readonly Option<int> PredictExtra = new("--predict-extra") { Description = "prefetch the top k + N guesses", DefaultValueFactory = _ => 0 };
+
     /// <summary>The budget when --expert-memory is not given; null: chosen from the memory available.</summary>
     public Pregate.Engine.ExpertMemory? DefaultExpertMemory { get; init; }
 
     public void AddTo(Command c)
     {
-        foreach (var o in new Option[] { Model, Threads, Context, ExpertMemory, Cache, OnMiss }) c.Options.Add(o);
+        foreach (var o in new Option[] { Model, Threads, Context, ExpertMemory, Cache, OnMiss, Predictor, PredictorFile, Lookahead, PredictExtra }) c.Options.Add(o);
     }
 
     public string ModelPath(ParseResult p) => p.GetValue(Model) ?? DefaultModel.Require();
@@ -52,7 +62,17 @@ internal sealed class EngineOptionSet
             throw new UserException(onMiss is "compute" or "auto"
                 ? $"--on-miss {onMiss} is not implemented; only load (read a missing expert into the cache) is"
                 : $"--on-miss must be load, not '{onMiss}'");
-        return new EngineOptions { Threads = p.GetValue(Threads), Context = p.GetValue(Context), ExpertMemory = memory, CachePolicy = policy };
+        PredictorKind? predictor = null;
+        if (p.GetValue(Predictor) is string name)
+        {
+            if (!PredictorKinds.TryParse(name, out var kind)) throw new UserException($"--predictor must be none, next-gate or pregate, not '{name}'");
+            predictor = kind;
+        }
+        return new EngineOptions
+        {
+            Threads = p.GetValue(Threads), Context = p.GetValue(Context), ExpertMemory = memory, CachePolicy = policy,
+            Predictor = predictor, PredictorFile = p.GetValue(PredictorFile), Lookahead = p.GetValue(Lookahead), PredictExtra = p.GetValue(PredictExtra),
+        };
     }
 
     public ModelSession Open(ParseResult p)
@@ -78,8 +98,11 @@ internal sealed class EngineOptionSet
     {
         if (!placement.Offloaded) return "experts: resident, no expert I/O";
         long uses = s.Cache.Hits + s.Cache.Misses;
+        string prediction = s.PredictionRecall is double r
+            ? string.Create(CultureInfo.InvariantCulture, $", prefetches {s.Cache.PrefetchHits} used / {s.Cache.PrefetchesWasted} wasted, prediction recall {r * 100:0.0}%")
+            : "";
         return string.Create(CultureInfo.InvariantCulture,
             $"experts: {s.HitRate * 100:0.0}% hits ({s.Misses} misses of {uses} uses over {s.Tokens} tokens), {ByteSize.Format(s.BytesRead)} read " +
-            $"({ByteSize.Format((long)s.BytesPerToken)}/token), stall {s.StallMsPerToken:0.00} ms/token, I/O busy {s.IoBusyFraction * 100:0}%");
+            $"({ByteSize.Format((long)s.BytesPerToken)}/token), stall {s.StallMsPerToken:0.00} ms/token, I/O busy {s.IoBusyFraction * 100:0}%{prediction}");
     }
 }

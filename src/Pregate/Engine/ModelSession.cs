@@ -2,6 +2,7 @@
 // The library's entry point and what every CLI command that executes a model builds on.
 using Pregate.Core;
 using Pregate.Experts;
+using Pregate.Experts.Prediction;
 using Pregate.Formats;
 using Pregate.Formats.Tokenizers;
 using Pregate.Kernels;
@@ -30,10 +31,29 @@ public sealed record EngineOptions
     /// <summary>Which cached expert an offloaded run evicts first.</summary>
     public EvictionPolicyKind CachePolicy { get; init; } = EvictionPolicyKind.Lru;
 
+    /// <summary>
+    /// Which predictor prefetches experts when they are offloaded; null = pregate when a calibrated predictor file is found
+    /// (see <see cref="PredictorFile"/>), else next-gate.
+    /// </summary>
+    public PredictorKind? Predictor { get; init; }
+
+    /// <summary>The calibrated predictor file; null = the default place next to the model.</summary>
+    public string? PredictorFile { get; init; }
+
+    /// <summary>Layers ahead to prefetch (1 or 2).</summary>
+    public int Lookahead { get; init; } = 1;
+
+    /// <summary>Guesses beyond top-k to prefetch.</summary>
+    public int PredictExtra { get; init; }
+
     public void Validate()
     {
         if (Threads < 0 || Threads > 1024) throw new ArgumentException($"threads must be between 1 and 1024 (0 = automatic), not {Threads}");
         if (Context is int c && c < 1) throw new ArgumentException($"context must be at least 1 token, not {c}");
+        if (Lookahead is < 1 or > 2) throw new ArgumentException($"lookahead must be 1 or 2, not {Lookahead}");
+        if (PredictExtra < 0) throw new ArgumentException($"predict-extra must be at least 0, not {PredictExtra}");
+        if (Predictor == PredictorKind.Oracle)
+            throw new ArgumentException("the oracle predictor (replaying recorded routing) is not implemented yet; use none, next-gate or pregate");
     }
 }
 
@@ -53,7 +73,8 @@ public sealed record ExpertPlacement(
     long SlotBytes,
     EvictionPolicyKind Policy,
     bool DirectIo,
-    long? AvailableBytes)
+    long? AvailableBytes,
+    string Predictor = "none")
 {
     /// <summary>One line: "experts: resident (all 588 MiB mapped)" or "experts: offloaded, budget 200 MiB (21 slots of 9.19 MiB), policy lru, O_DIRECT on".</summary>
     public string Describe()
@@ -61,7 +82,7 @@ public sealed record ExpertPlacement(
         string chosen = Automatic && AvailableBytes is long a ? $"; chosen for {ByteSize.Format(a)} available" : "";
         return Offloaded
             ? $"experts: offloaded, budget {ByteSize.Format(BudgetBytes)} ({SlotCount} slots of {ByteSize.Format(SlotBytes)}), " +
-              $"policy {Policy.ToString().ToLowerInvariant()}, O_DIRECT {(DirectIo ? "on" : "off")}{chosen}"
+              $"policy {Policy.ToString().ToLowerInvariant()}, predictor {Predictor}, O_DIRECT {(DirectIo ? "on" : "off")}{chosen}"
             : $"experts: resident (all {ByteSize.Format(ExpertBytes)} mapped){chosen}";
     }
 }
@@ -93,19 +114,23 @@ public sealed class ModelSession : IDisposable
     private ModelSession(Checkpoint ck, EngineOptions o)
     {
         Checkpoint = ck;
-        Model = MoeModel.Load(ck);
         int context = o.Context ?? Math.Min(ck.Config.MaxContext, EngineOptions.DefaultMaxContext);
         if (context > ck.Config.MaxContext)
             throw new ArgumentException($"context {context} exceeds the model's maximum of {ck.Config.MaxContext} tokens");
-        State = Model.CreateState(context);
+        State = new InferenceState(ck.Config, context);
+        // Experts are placed before the model binds (and reads) any weight, so offloading can keep read-ahead out of them.
         (ExpertPlacement, _offloaded) = PlaceExperts(ck, o, State.KvCacheBytes);
-        try { Team = new WorkerTeam(o.Threads); }
+        try
+        {
+            Model = MoeModel.Load(ck);
+            if (_offloaded is not null) Model.Experts = _offloaded;
+            Team = new WorkerTeam(o.Threads);
+        }
         catch
         {
             _offloaded?.Dispose();
             throw;
         }
-        if (_offloaded is not null) Model.Experts = _offloaded;
         _tokenizer = new Lazy<TextTokenizer>(() => CheckpointTokenizer.Load(ck));
     }
 
@@ -132,8 +157,36 @@ public sealed class ModelSession : IDisposable
                 $"a layer uses {topK} experts at once and each needs a slot of {ByteSize.Format(DirectFileReader.AlignUp(layout.SlotBytes))}; " +
                 $"give at least {ByteSize.Format(minimum)} ({pct.ToString(System.Globalization.CultureInfo.InvariantCulture)}% of the experts) or all");
         }
-        var runner = new OffloadedExperts(ck, layout, new OffloadOptions { BudgetBytes = budget, Policy = o.CachePolicy });
-        return (new ExpertPlacement(true, automatic, layout.TotalBytes, budget, runner.SlotCount, runner.SlotBytes, o.CachePolicy, runner.DirectIo, available), runner);
+        var (predictor, predictorName) = CreatePredictor(ck, o);
+        var runner = new OffloadedExperts(ck, layout, new OffloadOptions
+        {
+            BudgetBytes = budget, Policy = o.CachePolicy, Predictor = predictor, Lookahead = o.Lookahead, PredictExtra = o.PredictExtra,
+        });
+        return (new ExpertPlacement(true, automatic, layout.TotalBytes, budget, runner.SlotCount, runner.SlotBytes, o.CachePolicy, runner.DirectIo, available, predictorName), runner);
+    }
+
+    // The predictor asked for; by default the calibrated one when its file sits next to the model, else next-gate.
+    private static (IExpertPredictor?, string) CreatePredictor(Checkpoint ck, EngineOptions o)
+    {
+        string file = o.PredictorFile ?? LinearPregate.DefaultPath(ck.Path);
+        var kind = o.Predictor ?? (File.Exists(file) ? PredictorKind.Pregate : PredictorKind.NextGate);
+        string ahead = o.Lookahead > 1 || o.PredictExtra > 0 ? $" (lookahead {o.Lookahead}, top-k+{o.PredictExtra})" : "";
+        switch (kind)
+        {
+            case PredictorKind.None:
+                return (null, "none");
+            case PredictorKind.NextGate:
+                return (new NextGatePredictor(ck, o.Lookahead), "next-gate" + ahead);
+            case PredictorKind.Pregate:
+                if (!File.Exists(file))
+                    throw new ArgumentException($"no calibrated predictor at {file}; create it with: pregate calibrate --model {ck.Path} --text FILE (or give --predictor-file)");
+                var p = LinearPregate.Load(file, ck);
+                if (o.Lookahead > p.MaxLookahead)
+                    throw new ArgumentException($"the predictor in {file} was calibrated for lookahead {p.MaxLookahead}; calibrate with --lookahead {o.Lookahead}");
+                return (p, "pregate" + ahead);
+            default:
+                throw new ArgumentException($"predictor {PredictorKinds.Name(kind)} is not available");
+        }
     }
 
     /// <summary>Opens the GGUF file or HF folder at <paramref name="path"/>.</summary>

@@ -7,7 +7,7 @@ namespace Pregate.Experts;
 /// <see cref="Cache"/> counters, and <see cref="Elapsed"/> wall time since the runner was created. All zero for resident
 /// experts (nothing is cached or read).
 /// </summary>
-public readonly record struct ExpertStats(long Tokens, ExpertCacheStats Cache, TimeSpan Elapsed)
+public readonly record struct ExpertStats(long Tokens, ExpertCacheStats Cache, TimeSpan Elapsed, long PredictionChecks = 0, long PredictionHits = 0)
 {
     /// <summary>Cache hits / (hits + misses); 0 when no expert was used.</summary>
     public double HitRate => Cache.HitRate;
@@ -27,6 +27,13 @@ public readonly record struct ExpertStats(long Tokens, ExpertCacheStats Cache, T
     /// <summary>Fraction of <see cref="Elapsed"/> with at least one expert read in flight; 0 for an empty stretch.</summary>
     public double IoBusyFraction => Elapsed <= TimeSpan.Zero ? 0 : Math.Min(1, Cache.IoBusy / Elapsed);
 
+    /// <summary>
+    /// Of the experts a decoded token's layers routed to, the fraction the predictor had guessed one layer earlier
+    /// (its top k + extra); null when no prediction was checked (no predictor, or prefill only).
+    /// </summary>
+    public double? PredictionRecall => PredictionChecks == 0 ? null : (double)PredictionHits / PredictionChecks;
+
     /// <summary>Counter-wise difference: the figures between snapshot <paramref name="b"/> and the later <paramref name="a"/>.</summary>
-    public static ExpertStats operator -(ExpertStats a, ExpertStats b) => new(a.Tokens - b.Tokens, a.Cache - b.Cache, a.Elapsed - b.Elapsed);
+    public static ExpertStats operator -(ExpertStats a, ExpertStats b) =>
+        new(a.Tokens - b.Tokens, a.Cache - b.Cache, a.Elapsed - b.Elapsed, a.PredictionChecks - b.PredictionChecks, a.PredictionHits - b.PredictionHits);
 }

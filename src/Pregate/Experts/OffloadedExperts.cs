@@ -3,6 +3,7 @@
 // ExpertFlow: experts already cached are computed first while the missing ones load (dvmazur/mixtral-offloading's cache).
 using System.Diagnostics;
 using Pregate.Core;
+using Pregate.Experts.Prediction;
 using Pregate.Formats;
 using Pregate.Kernels;
 using Pregate.Models;
@@ -18,14 +19,25 @@ public sealed record OffloadOptions
     public EvictionPolicyKind Policy { get; init; } = EvictionPolicyKind.Lru;
 
     public ExpertLoaderOptions Loader { get; init; } = new();
+
+    /// <summary>Guesses later layers' experts after each attention so their reads start early; null: load on demand only.</summary>
+    public IExpertPredictor? Predictor { get; init; }
+
+    /// <summary>How many layers ahead to prefetch (1 or 2; at most the predictor's reach).</summary>
+    public int Lookahead { get; init; } = 1;
+
+    /// <summary>Guesses beyond top-k to prefetch (top k + extra).</summary>
+    public int PredictExtra { get; init; }
 }
 
 /// <summary>
 /// An <see cref="IExpertRunner"/> that reads experts from the checkpoint's files into an <see cref="ExpertCache"/> instead of
 /// through the memory map. For each layer it requests every routed expert at once, computes the cached ones while the rest
 /// load, and accumulates <c>y += w_j · expert_j(x)</c> in the order of the ids, so its results are bit-identical to
-/// <see cref="ResidentExperts"/>. One sequence at a time: <see cref="Run"/> is not reentrant. Dispose to stop the I/O
-/// threads and free the slots.
+/// <see cref="ResidentExperts"/>. The expert ranges are never read through the checkpoint's memory map: construction
+/// advises the kernel not to read ahead around the resident tensors (do it before the model reads any weight, as
+/// <c>ModelSession</c> does). One sequence at a time: <see cref="Run"/> is not reentrant. Dispose to stop the I/O threads
+/// and free the slots.
 /// </summary>
 public sealed class OffloadedExperts : IExpertRunner, IDisposable
 {
@@ -43,6 +55,18 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
     private long _tokens;
     private int _lastLayer = int.MaxValue;
     private long _computedAheadOfTurn;
+    private readonly IExpertPredictor? _predictor;
+    private readonly int _lookahead, _guesses;
+    private readonly float[] _scores;            // [E]
+    private readonly int[] _guessIds;            // [k + extra]
+    private readonly float[] _guessValues;
+    private readonly bool[][] _predicted;        // [layer][E] guessed for this token's pass through that layer
+    private readonly bool[] _hasPrediction;      // [layer]
+    private long _predictionChecks, _predictionHits;
+    private ExpertKey[] _blockKeys = [];        // [distinct experts of a block]
+    private bool[] _blockDone = [];
+    private float[] _slotOut = [];              // [pairs, D] each (token, j) output of a block, grouped by expert
+    private ActivationQ8? _groupInput;          // [tokens of one expert, D]
 
     /// <summary>Offloads the routed experts of <paramref name="ck"/> (see <see cref="LayoutOf"/>).</summary>
     /// <exception cref="ArgumentException">The budget buys fewer slots than the experts one layer uses (the message names the minimum).</exception>
@@ -80,6 +104,7 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
         });
         BudgetBytes = options.BudgetBytes;
         Policy = options.Policy;
+        ResidentWeightAdvice.Apply(ck);
         var pool = new SlotPool(layout.SlotBytes, slots);
         try
         {
@@ -94,7 +119,49 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
         _done = new bool[topK];
         _early = new float[topK][];
         for (int j = 0; j < topK; j++) _early[j] = new float[c.HiddenSize];
+        _predictor = options.Predictor;
+        if (_predictor is not null && (options.Lookahead < 1 || options.Lookahead > _predictor.MaxLookahead))
+            throw new ArgumentException($"lookahead must be between 1 and {_predictor.MaxLookahead} for this predictor, not {options.Lookahead}", nameof(options));
+        if (options.PredictExtra < 0 || topK + options.PredictExtra > c.NumExperts)
+            throw new ArgumentException($"predict-extra must be between 0 and {c.NumExperts - topK}, not {options.PredictExtra}", nameof(options));
+        _lookahead = options.Lookahead;
+        _guesses = topK + options.PredictExtra;
+        _scores = new float[c.NumExperts];
+        _guessIds = new int[_guesses];
+        _guessValues = new float[_guesses];
+        _predicted = Enumerable.Range(0, c.NumLayers).Select(_ => new bool[c.NumExperts]).ToArray();
+        _hasPrediction = new bool[c.NumLayers];
         _created = Stopwatch.GetTimestamp();
+    }
+
+    /// <summary>
+    /// Prefetches the experts the predictor expects layers layer+1 … layer+lookahead to route the block to (each token's
+    /// top k + extra guesses), and remembers the next layer's guesses to measure recall when it runs.
+    /// </summary>
+    public void AfterAttention(int layer, ReadOnlySpan<float> hidden, int tokens)
+    {
+        if (_predictor is null) return;
+        int d = hidden.Length / Math.Max(tokens, 1);
+        for (int a = 1; a <= _lookahead; a++)
+        {
+            int target = layer + a;
+            if (target >= _predicted.Length) break;
+            if (a == 1)
+            {
+                Array.Clear(_predicted[target]);
+                _hasPrediction[target] = tokens == 1;
+            }
+            for (int t = 0; t < tokens; t++)
+            {
+                if (!_predictor.Score(layer, a, hidden.Slice(t * d, d), _scores)) break;
+                ElementOps.TopK(_scores, _guesses, _guessIds, _guessValues);
+                foreach (int e in _guessIds)
+                {
+                    if (a == 1) _predicted[target][e] = true;
+                    _loader.Prefetch(new ExpertKey(target, e));
+                }
+            }
+        }
     }
 
     /// <summary>
@@ -148,7 +215,7 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
     public bool DirectIo { get; }
 
     /// <summary>Counters since the runner was created; tokens are counted as the layer number wraps around.</summary>
-    public ExpertStats Stats => new(Interlocked.Read(ref _tokens), _loader.Stats, Stopwatch.GetElapsedTime(_created));
+    public ExpertStats Stats => new(Interlocked.Read(ref _tokens), _loader.Stats, Stopwatch.GetElapsedTime(_created), _predictionChecks, _predictionHits);
 
     /// <summary>Feeds the router's probabilities to the eviction policy (the score policy uses them).</summary>
     public void ObserveRouting(int layer, ReadOnlySpan<float> probabilities) => _loader.ObserveRouting(layer, probabilities);
@@ -172,6 +239,12 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
         var keys = _keys.AsSpan(0, n);
         for (int j = 0; j < n; j++) keys[j] = new ExpertKey(layer, ids[j]);
         _loader.Request(keys);
+        if (_hasPrediction[layer])
+        {
+            _hasPrediction[layer] = false;
+            _predictionChecks += n;
+            foreach (int id in ids) if (_predicted[layer][id]) _predictionHits++;
+        }
 
         var done = _done.AsSpan(0, n);
         done.Clear();
@@ -195,6 +268,54 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
             ElementOps.WeightedAdd(y, weights[next++], output);
             for (; next < n && done[next]; next++) ElementOps.WeightedAdd(y, weights[next], _early[next].AsSpan(0, y.Length));
         }
+    }
+
+    /// <summary>
+    /// A block of tokens (prefill): groups the (token, j) pairs by expert, requests the block's experts, computes each expert
+    /// once over all its tokens — cached experts first, then the rest as they load — and combines per token in j order with
+    /// the same kernels as <see cref="ResidentExperts.RunBatch"/>, so results stay bit-identical.
+    /// </summary>
+    public void RunBatch(int layer, ReadOnlySpan<int> ids, ReadOnlySpan<float> weights, ActivationQ8 x, Span<float> y, ExpertScratch scratch, WorkerTeam? team)
+    {
+        int tokens = x.Tokens;
+        if (tokens == 1)
+        {
+            Run(layer, ids, weights, x, y, scratch, team);
+            return;
+        }
+        ExpertGrouping.ExpertsPerToken(ids, weights, x, y);
+        if (layer <= _lastLayer) Interlocked.Add(ref _tokens, tokens);
+        _lastLayer = layer;
+        _loader.BeginLayer(layer);
+        var g = scratch.Grouping;
+        g.Build(ids, tokens);
+        int d = x.Cols, count = g.Count;
+        if (_blockKeys.Length < count) _blockKeys = new ExpertKey[_expertCount];
+        if (_blockDone.Length < count) _blockDone = new bool[_expertCount];
+        if (_slotOut.Length < g.Pairs * d) _slotOut = new float[g.Pairs * d];
+        if (_groupInput is null || _groupInput.MaxTokens < tokens || _groupInput.MaxCols < d) _groupInput = new ActivationQ8(d, tokens);
+        var keys = _blockKeys.AsSpan(0, count);
+        var done = _blockDone.AsSpan(0, count);
+        done.Clear();
+        for (int i = 0; i < count; i++) keys[i] = new ExpertKey(layer, g.Experts[i]);
+        _loader.Request(keys[..Math.Min(count, SlotCount)]); // more would wait for slots this block is still using
+        for (int pass = 0; pass < 2; pass++)
+            for (int i = 0; i < count; i++)
+            {
+                if (done[i]) continue;
+                ExpertLease? lease;
+                if (pass == 0)
+                {
+                    if (!_loader.TryAcquire(keys[i], out lease)) continue;
+                }
+                else lease = _loader.Acquire(keys[i]);
+                int first = g.Starts[i], n = g.Starts[i + 1] - first;
+                _groupInput.LoadRows(x.Values(), d, g.SlotToken.Slice(first, n));
+                using (lease) SwiGlu.Run(WeightsOf(lease!), _groupInput, scratch, team);
+                scratch.Out.AsSpan(0, n * d).CopyTo(_slotOut.AsSpan(first * d, n * d));
+                done[i] = true;
+            }
+        g.Combine(weights, _slotOut.AsSpan(0, g.Pairs * d), y, tokens);
     }
 
     /// <summary>Experts computed before an earlier one of the same layer (cached while the earlier one loaded).</summary>

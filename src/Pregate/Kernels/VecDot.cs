@@ -154,6 +154,57 @@ public static unsafe partial class VecDot
         return (float)sum;
     }
 
+    /// <summary>
+    /// F16Vector256 for a row already widened to floats (widening is exact): the same products and sums in the same order,
+    /// so the result is bit-identical. Lets a mat-mul widen each fp16 row once for all its input vectors.
+    /// </summary>
+    internal static float F16WidenedVector256(float* w, float* x, int n)
+    {
+        int np = n & ~31;
+        Vector256<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        for (int i = 0; i < np; i += 32)
+        {
+            s0 = MulAdd(Vector256.Load(w + i), Vector256.Load(x + i), s0);
+            s1 = MulAdd(Vector256.Load(w + i + 8), Vector256.Load(x + i + 8), s1);
+            s2 = MulAdd(Vector256.Load(w + i + 16), Vector256.Load(x + i + 16), s2);
+            s3 = MulAdd(Vector256.Load(w + i + 24), Vector256.Load(x + i + 24), s3);
+        }
+        double sum = Reduce(s0, s1, s2, s3);
+        for (int i = np; i < n; i++) sum += w[i] * x[i];
+        return (float)sum;
+    }
+
+    /// <summary>Two <see cref="F16WidenedVector256"/> products of one widened row (each weight load serves both vectors).</summary>
+    internal static void F16WidenedVector256x2(float* w, float* x0, float* x1, int n, out float y0, out float y1)
+    {
+        int np = n & ~31;
+        Vector256<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        Vector256<float> u0 = default, u1 = default, u2 = default, u3 = default;
+        for (int i = 0; i < np; i += 32)
+        {
+            var w0 = Vector256.Load(w + i);
+            s0 = MulAdd(w0, Vector256.Load(x0 + i), s0);
+            u0 = MulAdd(w0, Vector256.Load(x1 + i), u0);
+            var w1 = Vector256.Load(w + i + 8);
+            s1 = MulAdd(w1, Vector256.Load(x0 + i + 8), s1);
+            u1 = MulAdd(w1, Vector256.Load(x1 + i + 8), u1);
+            var w2 = Vector256.Load(w + i + 16);
+            s2 = MulAdd(w2, Vector256.Load(x0 + i + 16), s2);
+            u2 = MulAdd(w2, Vector256.Load(x1 + i + 16), u2);
+            var w3 = Vector256.Load(w + i + 24);
+            s3 = MulAdd(w3, Vector256.Load(x0 + i + 24), s3);
+            u3 = MulAdd(w3, Vector256.Load(x1 + i + 24), u3);
+        }
+        double sum0 = Reduce(s0, s1, s2, s3), sum1 = Reduce(u0, u1, u2, u3);
+        for (int i = np; i < n; i++)
+        {
+            sum0 += w[i] * x0[i];
+            sum1 += w[i] * x1[i];
+        }
+        y0 = (float)sum0;
+        y1 = (float)sum1;
+    }
+
     // True when no lane of a or b has a zero or all-ones exponent (zero, subnormal, inf, NaN).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool AllNormal(Vector256<ushort> a, Vector256<ushort> b)

@@ -26,6 +26,12 @@ public interface IExpertRunner
     void ObserveRouting(int layer, ReadOnlySpan<float> probabilities) { }
 
     /// <summary>
+    /// Layer <paramref name="layer"/>'s attention produced <paramref name="hidden"/> ([tokens, D], the residual stream) for
+    /// the tokens whose experts run next: the earliest point to start fetching later layers' experts. Default: nothing.
+    /// </summary>
+    void AfterAttention(int layer, ReadOnlySpan<float> hidden, int tokens) { }
+
+    /// <summary>
     /// A block of x.Tokens tokens routed to k = ids.Length / x.Tokens experts each: for every token t,
     /// y[t] += Σ_j weights[t·k + j] · expert(layer, ids[t·k + j])(x_t), accumulated in j order, so the result is
     /// bit-identical to calling <see cref="Run"/> token by token (which this default does). y is [tokens, D] row-major.

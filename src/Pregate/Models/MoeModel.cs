@@ -164,6 +164,7 @@ public abstract class MoeModel
         {
             var l = Layers[i];
             Attention(i, l, s, p0, n, team);
+            Experts.AfterAttention(i, hidden[..(n * d)], n);
             if (Observer is { } attnObserver)
                 for (int t = 0; t < n; t++) attnObserver.OnTensor("attn_residual", i, p0 + t, hidden.Slice(t * d, d));
 

@@ -62,6 +62,12 @@ public sealed class OffloadCliTests(ITestOutputHelper output) : IDisposable
                 Assert.Equal(resident, offloaded);
             }
         Assert.Equal(12, JsonDocument.Parse(resident).RootElement.GetProperty("logits").GetArrayLength());
+
+        var (scode, withStats, serr) = Run("logits", "--model", path, "--tokens", tokens, "--expert-memory", "30%", "--stats");
+        Assert.Equal(0, scode);
+        Assert.Equal(resident, withStats);
+        Assert.Matches(@"forward: 12 tokens in \d+\.\d+ s, \d+\.\d+ tok/s", serr);
+        Assert.Contains("over 12 tokens", serr);
     }
 
     [Fact]

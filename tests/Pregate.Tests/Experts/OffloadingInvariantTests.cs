@@ -69,7 +69,8 @@ public sealed class OffloadingInvariantTests(ITestOutputHelper output)
                 AssertBitIdentical(expected, actual);
                 Assert.Equal(Positions, s.Tokens);
                 Assert.True(s.BytesRead > 0, "an offloaded run reads experts from the file");
-                Assert.Equal(Positions * c.NumLayers * c.NumExpertsUsed, s.Cache.Hits + s.Cache.Misses);
+                // The prompt runs as blocks: each distinct expert of a layer is acquired once per block, not once per token.
+                Assert.InRange(s.Cache.Hits + s.Cache.Misses, c.NumLayers * c.NumExpertsUsed, Positions * c.NumLayers * c.NumExpertsUsed);
                 if (slots == c.NumExpertsUsed) Assert.True(s.HitRate < 1, $"hit rate {s.HitRate} at the minimum budget");
             }
     }
@@ -151,7 +152,7 @@ public sealed class OffloadingInvariantTests(ITestOutputHelper output)
         ExpertLayout layout = OffloadedExperts.LayoutOf(ck);
         using var offloaded = new OffloadedExperts(ck, layout, new OffloadOptions { BudgetBytes = 5 * DirectFileReader.AlignUp(layout.SlotBytes) });
         var rng = new SeededRandom(7, "offload-run");
-        var scratch = new ExpertScratch(c.HiddenSize, c.ExpertFfn);
+        var scratch = new ExpertScratch(c.HiddenSize, c.ExpertFfn, maxTokens: 1, expertsPerToken: c.NumExpertsUsed);
         var x = new ActivationQ8(c.HiddenSize);
         var input = new float[c.HiddenSize];
         var y0 = new float[c.HiddenSize];
