@@ -24,7 +24,6 @@ public sealed class PregateServer : IAsyncDisposable
     private readonly WebApplication _app;
     private readonly ServerOptions _options;
     private readonly TextWriter? _log;
-    private readonly CompletionEndpoints _completions;
 
     private PregateServer(ModelSession session, ServerOptions options, TextWriter? log)
     {
@@ -56,7 +55,7 @@ public sealed class PregateServer : IAsyncDisposable
         _app = builder.Build();
 
         var reader = new RequestReader(ModelId, session.Tokenizer, ChatFormat, session.State.Context, options.DefaultSampling);
-        _completions = new CompletionEndpoints(ModelId, reader, Scheduler, Metrics, _app.Lifetime.ApplicationStopping);
+        var completions = new CompletionEndpoints(ModelId, reader, Scheduler, Metrics, _app.Lifetime.ApplicationStopping);
         _app.UseRouting();
         _app.Use(ObserveAsync);
         _app.Use(AuthorizeAsync);
@@ -64,8 +63,8 @@ public sealed class PregateServer : IAsyncDisposable
         _app.MapGet("/metrics", MetricsAsync);
         _app.MapGet("/v1/models", ModelsAsync);
         _app.MapGet("/v1/models/{id}", ModelAsync);
-        _app.MapPost("/v1/chat/completions", _completions.ChatAsync);
-        _app.MapPost("/v1/completions", _completions.CompletionAsync);
+        _app.MapPost("/v1/chat/completions", completions.ChatAsync);
+        _app.MapPost("/v1/completions", completions.CompletionAsync);
     }
 
     /// <summary>The id clients use for the served model.</summary>
