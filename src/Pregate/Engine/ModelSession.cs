@@ -180,10 +180,18 @@ public sealed class ModelSession : IDisposable
             case PredictorKind.Pregate:
                 if (!File.Exists(file))
                     throw new ArgumentException($"no calibrated predictor at {file}; create it with: pregate calibrate --model {ck.Path} --text FILE (or give --predictor-file)");
-                var p = LinearPregate.Load(file, ck);
-                if (o.Lookahead > p.MaxLookahead)
-                    throw new ArgumentException($"the predictor in {file} was calibrated for lookahead {p.MaxLookahead}; calibrate with --lookahead {o.Lookahead}");
-                return (p, "pregate" + ahead);
+                try
+                {
+                    var p = LinearPregate.Load(file, ck);
+                    if (o.Lookahead > p.MaxLookahead)
+                        throw new ArgumentException($"the predictor in {file} was calibrated for lookahead {p.MaxLookahead}; calibrate with --lookahead {o.Lookahead}");
+                    return (p, "pregate" + ahead);
+                }
+                catch (ModelFormatException e)
+                {
+                    // A stale or foreign predictor must not stop the run: next-gate needs no calibration.
+                    return (new NextGatePredictor(ck, o.Lookahead), $"next-gate{ahead} (the calibrated predictor was rejected: {e.Message})");
+                }
             default:
                 throw new ArgumentException($"predictor {PredictorKinds.Name(kind)} is not available");
         }

@@ -64,6 +64,27 @@ public sealed class PregateCalibrationTests(ITestOutputHelper output) : IDisposa
     }
 
     [Fact]
+    public void CalibrationIsDeterministicAndAForeignFileFallsBackToNextGate()
+    {
+        string model = TrainedModelTests.ModelDir();
+        string a = Path.Combine(_dir, "a.safetensors"), b = Path.Combine(_dir, "b.safetensors");
+        using (var s = ModelSession.Open(model))
+        {
+            PregateCalibrator.Calibrate(s, Text(), new CalibrationOptions { MaxTokens = 2000 }).Predictor.Save(a);
+            PregateCalibrator.Calibrate(s, Text(), new CalibrationOptions { MaxTokens = 2000 }).Predictor.Save(b);
+        }
+        Assert.Equal(File.ReadAllBytes(a), File.ReadAllBytes(b));
+
+        // The same file offered to another model: rejected with a message, the run goes on with next-gate.
+        string other = ModelTestSupport.Synth("tiny", SynthShapes.Get("tiny"), DType.F32, gguf: true);
+        Assert.True(ExpertMemory.TryParse("50%", out var budget, out _));
+        using var session = ModelSession.Open(other, new EngineOptions { ExpertMemory = budget, Predictor = PredictorKind.Pregate, PredictorFile = a });
+        output.WriteLine(session.ExpertPlacement.Describe());
+        Assert.StartsWith("next-gate", session.ExpertPlacement.Predictor);
+        Assert.Contains("different model", session.ExpertPlacement.Predictor);
+    }
+
+    [Fact]
     public void TooLittleTextIsAClearError()
     {
         using var s = ModelSession.Open(TrainedModelTests.ModelDir());
