@@ -5,6 +5,7 @@ using System.Runtime.InteropServices;
 using Pregate.Core;
 using Pregate.Engine;
 using Pregate.Experts;
+using Pregate.Experts.Prediction;
 using Pregate.Formats;
 using Pregate.Formats.Safetensors;
 using Pregate.Formats.Synth;
@@ -83,7 +84,8 @@ public sealed class OffloadingInvariantTests(ITestOutputHelper output)
         string path = ModelPath(family, variant);
         var c = Shape(family);
         var tokens = Tokens(Positions, c.VocabSize, 43);
-        using var session = OpenWithSlots(path, c.NumLayers * c.NumExperts, EvictionPolicyKind.Lru);
+        // No predictor: a wrong guess would read an expert the first pass never used, which is not what this test measures.
+        using var session = OpenWithSlots(path, c.NumLayers * c.NumExperts, EvictionPolicyKind.Lru, PredictorKind.None);
         var first = session.Logits(tokens, allPositions: true);
         ExpertStats warm = session.ExpertStats;
         var second = session.Logits(tokens, allPositions: true);
@@ -175,8 +177,12 @@ public sealed class OffloadingInvariantTests(ITestOutputHelper output)
         Assert.True(offloaded.ComputedAheadOfTurn > 0, "no step computed a cached expert before a missing one");
     }
 
-    private static ModelSession OpenWithSlots(string path, int slots, EvictionPolicyKind policy) =>
-        ModelSession.Open(path, new EngineOptions { Context = 64, ExpertMemory = ExpertMemory.OfBytes(slots * SlotBytesOf(path)), CachePolicy = policy });
+    // Default predictor (next-gate for these models) unless told: prefetching must not change the logits either.
+    private static ModelSession OpenWithSlots(string path, int slots, EvictionPolicyKind policy, PredictorKind? predictor = null) =>
+        ModelSession.Open(path, new EngineOptions
+        {
+            Context = 64, ExpertMemory = ExpertMemory.OfBytes(slots * SlotBytesOf(path)), CachePolicy = policy, Predictor = predictor,
+        });
 
     private static long SlotBytesOf(string path)
     {
