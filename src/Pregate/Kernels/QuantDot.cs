@@ -143,7 +143,8 @@ public static unsafe partial class VecDot
     /// <summary>
     /// <see cref="Q8_0Avx2Tile2x4"/> with AVX-VNNI: Σ x·w as vpdpbusd((x + 128) as bytes, w) − 128·Σw, the correction
     /// computed once per weight block and the offset once per activation block. The integer sums are exact either way (the
-    /// sign trick never saturates its int16 pairs), so every float operation and the result are the same bits.
+    /// sign trick never saturates its int16 pairs), so every float operation and the result are the same bits, for every
+    /// activation the Q8_0 activation quantizer produces (values in [−127, 127]).
     /// </summary>
     internal static void Q8_0VnniTile2x4(BlockQ8_0* w0, BlockQ8_0* w1, BlockQ8_0* x0, BlockQ8_0* x1, BlockQ8_0* x2, BlockQ8_0* x3, int nb, float* y)
     {
