@@ -4,6 +4,7 @@
 using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using Pregate.Core;
 
 namespace Pregate.Kernels;
@@ -225,7 +226,8 @@ public static unsafe class MatMul
                     int r = r0;
                     for (; r + 2 <= r1; r += 2)
                     {
-                        VecDot.Q8_0Avx2Tile2x4((BlockQ8_0*)W.Row(r), (BlockQ8_0*)W.Row(r + 1), x0, x1, x2, x3, nb, tile);
+                        if (AvxVnni.IsSupported) VecDot.Q8_0VnniTile2x4((BlockQ8_0*)W.Row(r), (BlockQ8_0*)W.Row(r + 1), x0, x1, x2, x3, nb, tile);
+                        else VecDot.Q8_0Avx2Tile2x4((BlockQ8_0*)W.Row(r), (BlockQ8_0*)W.Row(r + 1), x0, x1, x2, x3, nb, tile);
                         for (int i = 0; i < 4; i++)
                         {
                             Y[(long)(t + i) * rows + r] = tile[i];

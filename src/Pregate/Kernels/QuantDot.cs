@@ -140,6 +140,53 @@ public static unsafe partial class VecDot
         y[7] = HorizontalSum(a13);
     }
 
+    /// <summary>
+    /// <see cref="Q8_0Avx2Tile2x4"/> with AVX-VNNI: Σ x·w as vpdpbusd((x + 128) as bytes, w) − 128·Σw, the correction
+    /// computed once per weight block and the offset once per activation block. The integer sums are exact either way (the
+    /// sign trick never saturates its int16 pairs), so every float operation and the result are the same bits, for every
+    /// activation the Q8_0 activation quantizer produces (values in [−127, 127]).
+    /// </summary>
+    internal static void Q8_0VnniTile2x4(BlockQ8_0* w0, BlockQ8_0* w1, BlockQ8_0* x0, BlockQ8_0* x1, BlockQ8_0* x2, BlockQ8_0* x3, int nb, float* y)
+    {
+        Vector256<float> a00 = default, a01 = default, a02 = default, a03 = default;
+        Vector256<float> a10 = default, a11 = default, a12 = default, a13 = default;
+        var offset = Vector256.Create((byte)0x80);
+        for (int ib = 0; ib < nb; ib++)
+        {
+            var q0 = Avx.LoadVector256(w0[ib].Qs);
+            var q1 = Avx.LoadVector256(w1[ib].Qs);
+            var c0 = Vector256<int>.Zero - AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, offset, q0);
+            var c1 = Vector256<int>.Zero - AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, offset, q1);
+            var d0 = Vector256.Create(Fp16.ToFloat(w0[ib].D));
+            var d1 = Vector256.Create(Fp16.ToFloat(w1[ib].D));
+
+            var xu = Avx.LoadVector256((byte*)x0[ib].Qs) ^ offset;
+            var dx = Vector256.Create(Fp16.ToFloat(x0[ib].D));
+            a00 = Fma.MultiplyAdd(d0 * dx, Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c0, xu, q0)), a00);
+            a10 = Fma.MultiplyAdd(d1 * dx, Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c1, xu, q1)), a10);
+            xu = Avx.LoadVector256((byte*)x1[ib].Qs) ^ offset;
+            dx = Vector256.Create(Fp16.ToFloat(x1[ib].D));
+            a01 = Fma.MultiplyAdd(d0 * dx, Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c0, xu, q0)), a01);
+            a11 = Fma.MultiplyAdd(d1 * dx, Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c1, xu, q1)), a11);
+            xu = Avx.LoadVector256((byte*)x2[ib].Qs) ^ offset;
+            dx = Vector256.Create(Fp16.ToFloat(x2[ib].D));
+            a02 = Fma.MultiplyAdd(d0 * dx, Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c0, xu, q0)), a02);
+            a12 = Fma.MultiplyAdd(d1 * dx, Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c1, xu, q1)), a12);
+            xu = Avx.LoadVector256((byte*)x3[ib].Qs) ^ offset;
+            dx = Vector256.Create(Fp16.ToFloat(x3[ib].D));
+            a03 = Fma.MultiplyAdd(d0 * dx, Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c0, xu, q0)), a03);
+            a13 = Fma.MultiplyAdd(d1 * dx, Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c1, xu, q1)), a13);
+        }
+        y[0] = HorizontalSum(a00);
+        y[1] = HorizontalSum(a01);
+        y[2] = HorizontalSum(a02);
+        y[3] = HorizontalSum(a03);
+        y[4] = HorizontalSum(a10);
+        y[5] = HorizontalSum(a11);
+        y[6] = HorizontalSum(a12);
+        y[7] = HorizontalSum(a13);
+    }
+
     // The second half of MulSumI8Pairs: |w| (unsigned) times sign-adjusted x, pairs summed to int16, then to int32, as floats.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> SumI8Pairs(Vector256<byte> absW, Vector256<sbyte> signedX)

@@ -1,0 +1,201 @@
+// The mat-mul's shared-load tiles (Q8_0 4 rows × 1 vector, 2 rows × 4 vectors with AVX2 and with AVX-VNNI; fp16 rows
+// widened once) against the single-row dot kernels bit for bit, on every block count including extreme values (±127,
+// −128 weights, zero blocks); and fused multi-matrix runs against separate mat-muls.
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using Pregate.Core;
+using Pregate.Kernels;
+using Xunit.Abstractions;
+
+namespace Pregate.Tests.Kernels;
+
+public unsafe class MatMulTileTests(ITestOutputHelper output)
+{
+    // Extremes: zero blocks, and ±127 / minValue in every fifth block. Weights may hold −128; activations come from the Q8_0
+    // activation quantizer, which never produces it (x = −128 would overflow ggml's sign trick), so theirs stop at −127.
+    private static BlockQ8_0[] QuantizeRows(int rows, int cols, int seed, bool extremes, sbyte minValue)
+    {
+        var blocks = new BlockQ8_0[rows * cols / 32];
+        var bytes = MemoryMarshal.AsBytes(blocks.AsSpan());
+        long rowBytes = DTypes.ByteCount(DType.Q8_0, cols);
+        for (int r = 0; r < rows; r++)
+        {
+            var values = TestData.Gaussian(cols, seed + r);
+            if (extremes && r % 3 == 1) for (int c = 0; c < Math.Min(cols, 32); c++) values[c] = 0;
+            Quantize.Row(DType.Q8_0, values, bytes.Slice((int)(r * rowBytes), (int)rowBytes));
+        }
+        if (extremes)
+            for (int i = 0; i < blocks.Length; i += 5)
+                for (int j = 0; j < 32; j += 3) blocks[i].Qs[j] = j % 2 == 0 ? minValue : (sbyte)127;
+        return blocks;
+    }
+
+    public static TheoryData<int, bool> BlockCounts => new() { { 1, false }, { 2, true }, { 3, false }, { 8, true }, { 33, true }, { 96, false } };
+
+    [Theory]
+    [MemberData(nameof(BlockCounts))]
+    public void Q8_0TilesEqualTheSingleRowDot(int nb, bool extremes)
+    {
+        if (!VecDot.UseAvx2) return; // the tiles are AVX2 code; without it the mat-mul uses the row dot alone
+        int cols = nb * 32;
+        var w = QuantizeRows(4, cols, 11, extremes, -128);
+        var x = QuantizeRows(4, cols, 21, extremes, -127);
+        fixed (BlockQ8_0* pw = w) fixed (BlockQ8_0* px = x)
+        {
+            BlockQ8_0* Row(BlockQ8_0* m, int r) => m + r * nb;
+            var expected = new float[4, 4];
+            for (int r = 0; r < 4; r++)
+                for (int t = 0; t < 4; t++) expected[r, t] = VecDot.Q8_0Avx2(Row(pw, r), Row(px, t), nb);
+
+            float* y = stackalloc float[8];
+            VecDot.Q8_0Avx2Tile2x4(Row(pw, 1), Row(pw, 2), Row(px, 0), Row(px, 1), Row(px, 2), Row(px, 3), nb, y);
+            CheckTile(expected, y, "AVX2 2×4");
+            if (AvxVnni.IsSupported)
+            {
+                VecDot.Q8_0VnniTile2x4(Row(pw, 1), Row(pw, 2), Row(px, 0), Row(px, 1), Row(px, 2), Row(px, 3), nb, y);
+                CheckTile(expected, y, "VNNI 2×4");
+            }
+            output.WriteLine($"{nb} blocks: 2×4 tiles checked (VNNI {(AvxVnni.IsSupported ? "available" : "not available here")})");
+
+            for (int t = 0; t < 4; t++)
+            {
+                VecDot.Q8_0Avx2Rows4(Row(pw, 0), Row(pw, 1), Row(pw, 2), Row(pw, 3), Row(px, t), nb, 4L * nb * 34, y);
+                for (int r = 0; r < 4; r++) Assert.Equal(Bits(expected[r, t]), Bits(y[r]));
+            }
+        }
+
+        static void CheckTile(float[,] expected, float* y, string name)
+        {
+            for (int t = 0; t < 4; t++)
+            {
+                Assert.True(Bits(expected[1, t]) == Bits(y[t]), $"{name}: row 1, vector {t}");
+                Assert.True(Bits(expected[2, t]) == Bits(y[4 + t]), $"{name}: row 2, vector {t}");
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(31)]
+    [InlineData(32)]
+    [InlineData(259)]
+    [InlineData(1024)]
+    public void WidenedF16RowsEqualTheF16Dot(int n)
+    {
+        if (!Vector256.IsHardwareAccelerated) return;
+        var wf = TestData.Gaussian(n, 5);
+        wf[0] = 0;                       // zero and a subnormal take the general widening path
+        if (n > 1) wf[1] = 3e-6f;
+        var w = new ushort[n];
+        var halves = new Half[n];
+        Fp16.FromFloat(wf, halves);
+        for (int i = 0; i < n; i++) w[i] = BitConverter.HalfToUInt16Bits(halves[i]);
+        var wide = new float[n];
+        Fp16.ToFloat(w, wide);
+        var x0 = TestData.Gaussian(n, 6);
+        var x1 = TestData.Gaussian(n, 7);
+        fixed (ushort* pw = w) fixed (float* pWide = wide) fixed (float* p0 = x0) fixed (float* p1 = x1)
+        {
+            float e0 = VecDot.F16Vector256(pw, p0, n), e1 = VecDot.F16Vector256(pw, p1, n);
+            Assert.Equal(Bits(e0), Bits(VecDot.F16WidenedVector256(pWide, p0, n)));
+            VecDot.F16WidenedVector256x2(pWide, p0, p1, n, out float y0, out float y1);
+            Assert.Equal(Bits(e0), Bits(y0));
+            Assert.Equal(Bits(e1), Bits(y1));
+        }
+    }
+
+    [Theory]
+    [InlineData(DType.Q8_0)]
+    [InlineData(DType.F16)]
+    [InlineData(DType.F32)]
+    [InlineData(DType.Q4_K)]
+    public void FusedRunsEqualSeparateMatMuls(DType type)
+    {
+        int cols = DTypes.BlockSize(type) == 256 ? 256 : 64;
+        int[] rows = [37, 5, 64];
+        int tokens = 13;
+        var matrices = new List<(WeightMatrix W, nint Memory)>();
+        try
+        {
+            for (int m = 0; m < rows.Length; m++)
+            {
+                long rowBytes = DTypes.ByteCount(type, cols);
+                nint mem = (nint)NativeMemory.Alloc((nuint)(rowBytes * rows[m]));
+                for (int r = 0; r < rows[m]; r++)
+                    Quantize.Row(type, TestData.Gaussian(cols, 100 * m + r), new Span<byte>((byte*)mem + r * rowBytes, (int)rowBytes));
+                matrices.Add((new WeightMatrix(type, rows[m], cols, mem), mem));
+            }
+            var act = new ActivationQ8(cols, tokens);
+            act.Load(TestData.Gaussian(cols * tokens, 9), tokens);
+            // Each matrix takes its own range of the loaded vectors: [0, 13), [2, 9), [12, 13).
+            (int First, int Count)[] ranges = [(0, tokens), (2, 7), (12, 1)];
+
+            var expected = new float[rows.Length][];
+            var single = new ActivationQ8(cols, tokens);
+            for (int m = 0; m < rows.Length; m++)
+            {
+                single.Load(act.Values().Slice(ranges[m].First * cols, ranges[m].Count * cols), ranges[m].Count);
+                expected[m] = new float[ranges[m].Count * rows[m]];
+                MatMul.Run(matrices[m].W, single, expected[m]);
+            }
+            foreach (int threads in new[] { 1, 2, 3 })
+            {
+                using var team = new WorkerTeam(threads);
+                var outputs = new float[rows.Length][];
+                var handles = new GCHandle[rows.Length];
+                var tasks = new MatMulTask[rows.Length];
+                try
+                {
+                    for (int m = 0; m < rows.Length; m++)
+                    {
+                        outputs[m] = new float[ranges[m].Count * rows[m]];
+                        handles[m] = GCHandle.Alloc(outputs[m], GCHandleType.Pinned);
+                        tasks[m] = new MatMulTask(matrices[m].W, act, ranges[m].First, ranges[m].Count, (float*)handles[m].AddrOfPinnedObject());
+                    }
+                    MatMul.Run(tasks, team);
+                }
+                finally
+                {
+                    foreach (var h in handles) if (h.IsAllocated) h.Free();
+                }
+                for (int m = 0; m < rows.Length; m++)
+                    for (int i = 0; i < expected[m].Length; i++)
+                        Assert.True(Bits(expected[m][i]) == Bits(outputs[m][i]), $"{type}, {threads} threads, matrix {m}, value {i}");
+            }
+            output.WriteLine($"{DTypes.Name(type)}: three matrices over vector ranges in one fused run match separate mat-muls");
+        }
+        finally
+        {
+            foreach (var (_, mem) in matrices) NativeMemory.Free((void*)mem);
+        }
+    }
+
+    [Fact]
+    public void FusedRunRejectsRangesOutsideTheInput()
+    {
+        var mem = NativeMemory.AllocZeroed(34 * 4);
+        try
+        {
+            var w = new WeightMatrix(DType.Q8_0, 4, 32, (nint)mem);
+            var act = new ActivationQ8(32, 2);
+            act.Load(new float[64], 2);
+            var y = GC.AllocateArray<float>(16, pinned: true);
+            float* py = (float*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref y[0]);
+            {
+                Assert.Throws<ArgumentException>(() => MatMul.Run([new MatMulTask(w, act, 1, 2, py)]));
+                Assert.Throws<ArgumentException>(() => MatMul.Run([new MatMulTask(w, act, -1, 1, py)]));
+                Assert.Throws<ArgumentException>(() => MatMul.Run([new MatMulTask(w, act, 0, 1, null)]));
+                var wide = new ActivationQ8(64);
+                wide.Load(new float[64]);
+                Assert.Throws<ArgumentException>(() => MatMul.Run([new MatMulTask(w, wide, py)]));
+            }
+        }
+        finally
+        {
+            NativeMemory.Free(mem);
+        }
+    }
+
+    private static uint Bits(float f) => BitConverter.SingleToUInt32Bits(f);
+}
