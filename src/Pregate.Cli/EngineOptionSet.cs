@@ -18,7 +18,7 @@ internal sealed class EngineOptionSet
                       "(resident: experts read in place from the memory map). Default: all when the model takes at most half the " +
                       "available memory (cgroup limit, MemAvailable), else a budget that fits",
     };
-    public readonly Option<string> Cache = new("--cache") { Description = "expert cache eviction policy: lru, lfu or score", DefaultValueFactory = _ => "lru" };
+    public readonly Option<string> Cache = new("--cache") { Description = "expert cache eviction policy: score (router-probability score, the default), lru or lfu", DefaultValueFactory = _ => "score" };
     public readonly Option<string> OnMiss = new("--on-miss")
     {
         Description = "what an offloaded run does with an expert that is not cached: load (read it into the cache, then compute). " +

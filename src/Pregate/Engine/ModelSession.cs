@@ -28,8 +28,8 @@ public sealed record EngineOptions
     /// </summary>
     public ExpertMemory? ExpertMemory { get; init; }
 
-    /// <summary>Which cached expert an offloaded run evicts first.</summary>
-    public EvictionPolicyKind CachePolicy { get; init; } = EvictionPolicyKind.Lru;
+    /// <summary>Which cached expert an offloaded run evicts first (see <see cref="OffloadOptions.Policy"/> for why score is the default).</summary>
+    public EvictionPolicyKind CachePolicy { get; init; } = EvictionPolicyKind.Score;
 
     /// <summary>
     /// Which predictor prefetches experts when they are offloaded; null = pregate when a calibrated predictor file is found
@@ -76,7 +76,7 @@ public sealed record ExpertPlacement(
     long? AvailableBytes,
     string Predictor = "none")
 {
-    /// <summary>One line: "experts: resident (all 588 MiB mapped)" or "experts: offloaded, budget 200 MiB (21 slots of 9.19 MiB), policy lru, O_DIRECT on".</summary>
+    /// <summary>One line: "experts: resident (all 588 MiB mapped)" or "experts: offloaded, budget 200 MiB (21 slots of 9.19 MiB), policy score, O_DIRECT on".</summary>
     public string Describe()
     {
         string chosen = Automatic && AvailableBytes is long a ? $"; chosen for {ByteSize.Format(a)} available" : "";

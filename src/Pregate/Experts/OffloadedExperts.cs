@@ -16,7 +16,11 @@ public sealed record OffloadOptions
     /// <summary>Bytes the slot pool may take; buys <c>floor(budget / slot bytes)</c> slots, at most one per expert.</summary>
     public required long BudgetBytes { get; init; }
 
-    public EvictionPolicyKind Policy { get; init; } = EvictionPolicyKind.Lru;
+    /// <summary>
+    /// Which cached expert to evict. Score by default: layers run in a cycle, so LRU evicts exactly the experts the next
+    /// token needs first and hits nothing once the cache holds fewer experts than one token uses (layers × top-k).
+    /// </summary>
+    public EvictionPolicyKind Policy { get; init; } = EvictionPolicyKind.Score;
 
     public ExpertLoaderOptions Loader { get; init; } = new();
 
@@ -53,7 +57,6 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
     private readonly float[][] _early;        // [k][D] outputs computed before their turn to be accumulated
     private readonly long _created;
     private long _tokens;
-    private int _lastLayer = int.MaxValue;
     private long _computedAheadOfTurn;
     private readonly IExpertPredictor? _predictor;
     private readonly int _lookahead, _guesses;
@@ -214,7 +217,7 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
     /// <summary>True when every expert file is read with O_DIRECT (bypassing the page cache).</summary>
     public bool DirectIo { get; }
 
-    /// <summary>Counters since the runner was created; tokens are counted as the layer number wraps around.</summary>
+    /// <summary>Counters since the runner was created; a token is counted each time layer 0 runs.</summary>
     public ExpertStats Stats => new(Interlocked.Read(ref _tokens), _loader.Stats, Stopwatch.GetElapsedTime(_created), _predictionChecks, _predictionHits);
 
     /// <summary>Feeds the router's probabilities to the eviction policy (the score policy uses them).</summary>
@@ -233,8 +236,7 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
         int n = ids.Length;
         if (n > _keys.Length) throw new ArgumentException($"{n} experts requested; the model routes to at most {_keys.Length}.", nameof(ids));
         if (weights.Length != n) throw new ArgumentException($"{n} ids but {weights.Length} weights.", nameof(weights));
-        if (layer <= _lastLayer) Interlocked.Increment(ref _tokens);
-        _lastLayer = layer;
+        if (layer == 0) Interlocked.Increment(ref _tokens);
         _loader.BeginLayer(layer);
         var keys = _keys.AsSpan(0, n);
         for (int j = 0; j < n; j++) keys[j] = new ExpertKey(layer, ids[j]);
@@ -284,8 +286,7 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
             return;
         }
         ExpertGrouping.ExpertsPerToken(ids, weights, x, y);
-        if (layer <= _lastLayer) Interlocked.Add(ref _tokens, tokens);
-        _lastLayer = layer;
+        if (layer == 0) Interlocked.Add(ref _tokens, tokens);
         _loader.BeginLayer(layer);
         var g = scratch.Grouping;
         g.Build(ids, tokens);
