@@ -127,7 +127,8 @@ public static unsafe class MatMul
                 job.Execute(0, rows);
                 return;
             }
-            team.Run(ref job, rows, MinChunk(work / rows));
+            // Products of uneven cost (experts with more or fewer tokens) balance better in finer chunks.
+            team.Run(ref job, rows, MinChunk(work / rows), count > 1 ? 16 : 4);
         }
     }
 
