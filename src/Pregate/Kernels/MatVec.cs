@@ -250,6 +250,7 @@ public static unsafe class MatMul
             int cols = W.Cols, rows = W.Rows;
             int tileRows = Math.Max(1, WidenedTileFloats / cols);
             float* wide = stackalloc float[tileRows * cols];
+            float* quad = stackalloc float[4];
             for (int r0 = start; r0 < end; r0 += tileRows)
             {
                 int r1 = Math.Min(end, r0 + tileRows);
@@ -258,7 +259,29 @@ public static unsafe class MatMul
                 for (int t0 = 0; t0 < Tokens; t0 += TokenBlock)
                 {
                     int t1 = Math.Min(Tokens, t0 + TokenBlock);
-                    for (int r = r0; r < r1; r++)
+                    int r = r0;
+                    if (Avx512F.VL.IsSupported)
+                    {
+                        for (; r + 2 <= r1; r += 2)
+                        {
+                            float* w0 = wide + (r - r0) * cols;
+                            int t = t0;
+                            for (; t + 2 <= t1; t += 2)
+                            {
+                                VecDot.F16WidenedVector256x2x2(w0, w0 + cols, (float*)(X + t * XStride), (float*)(X + (t + 1) * XStride), cols, quad);
+                                Y[(long)t * rows + r] = quad[0];
+                                Y[(long)(t + 1) * rows + r] = quad[1];
+                                Y[(long)t * rows + r + 1] = quad[2];
+                                Y[(long)(t + 1) * rows + r + 1] = quad[3];
+                            }
+                            if (t < t1)
+                            {
+                                Y[(long)t * rows + r] = VecDot.F16WidenedVector256(w0, (float*)(X + t * XStride), cols);
+                                Y[(long)t * rows + r + 1] = VecDot.F16WidenedVector256(w0 + cols, (float*)(X + t * XStride), cols);
+                            }
+                        }
+                    }
+                    for (; r < r1; r++)
                     {
                         float* w = wide + (r - r0) * cols;
                         int t = t0;
