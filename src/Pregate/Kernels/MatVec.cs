@@ -218,29 +218,39 @@ public static unsafe class MatMul
             {
                 int r1 = Math.Min(end, r0 + rowTile);
                 int t = 0;
-                for (; t + 4 <= Tokens; t += 4)
+                for (; t + 4 <= Tokens; t += 4) Q8_0TilePass(r0, r1, t, 4, nb, tile);
+                // Two or three vectors left: a tile pass with the last vector repeated beats one row dot per vector.
+                if (Tokens - t >= 2)
                 {
-                    var x0 = (BlockQ8_0*)(X + t * XStride);
-                    var x1 = (BlockQ8_0*)(X + (t + 1) * XStride);
-                    var x2 = (BlockQ8_0*)(X + (t + 2) * XStride);
-                    var x3 = (BlockQ8_0*)(X + (t + 3) * XStride);
-                    int r = r0;
-                    for (; r + 2 <= r1; r += 2)
-                    {
-                        if (AvxVnni.IsSupported) VecDot.Q8_0VnniTile2x4((BlockQ8_0*)W.Row(r), (BlockQ8_0*)W.Row(r + 1), x0, x1, x2, x3, nb, tile);
-                        else VecDot.Q8_0Avx2Tile2x4((BlockQ8_0*)W.Row(r), (BlockQ8_0*)W.Row(r + 1), x0, x1, x2, x3, nb, tile);
-                        for (int i = 0; i < 4; i++)
-                        {
-                            Y[(long)(t + i) * rows + r] = tile[i];
-                            Y[(long)(t + i) * rows + r + 1] = tile[4 + i];
-                        }
-                    }
-                    for (; r < r1; r++)
-                        for (int i = 0; i < 4; i++)
-                            Y[(long)(t + i) * rows + r] = VecDot.Q8_0Avx2((BlockQ8_0*)W.Row(r), (BlockQ8_0*)(X + (t + i) * XStride), nb);
+                    Q8_0TilePass(r0, r1, t, Tokens - t, nb, tile);
+                    t = Tokens;
                 }
                 for (; t < Tokens; t++) Q8_0Rows4(r0, r1, t, nb, tile);
             }
+        }
+
+        // Rows [r0, r1) against vectors t .. t+count−1 (count 2..4; missing vectors repeat the last and are not stored).
+        private readonly void Q8_0TilePass(int r0, int r1, int t, int count, int nb, float* tile)
+        {
+            int rows = W.Rows;
+            var x0 = (BlockQ8_0*)(X + t * XStride);
+            var x1 = (BlockQ8_0*)(X + (t + 1) * XStride);
+            var x2 = (BlockQ8_0*)(X + (t + Math.Min(2, count - 1)) * XStride);
+            var x3 = (BlockQ8_0*)(X + (t + Math.Min(3, count - 1)) * XStride);
+            int r = r0;
+            for (; r + 2 <= r1; r += 2)
+            {
+                if (AvxVnni.IsSupported) VecDot.Q8_0VnniTile2x4((BlockQ8_0*)W.Row(r), (BlockQ8_0*)W.Row(r + 1), x0, x1, x2, x3, nb, tile);
+                else VecDot.Q8_0Avx2Tile2x4((BlockQ8_0*)W.Row(r), (BlockQ8_0*)W.Row(r + 1), x0, x1, x2, x3, nb, tile);
+                for (int i = 0; i < count; i++)
+                {
+                    Y[(long)(t + i) * rows + r] = tile[i];
+                    Y[(long)(t + i) * rows + r + 1] = tile[4 + i];
+                }
+            }
+            for (; r < r1; r++)
+                for (int i = 0; i < count; i++)
+                    Y[(long)(t + i) * rows + r] = VecDot.Q8_0Avx2((BlockQ8_0*)W.Row(r), (BlockQ8_0*)(X + (t + i) * XStride), nb);
         }
 
         // fp16 rows widened once per tile of rows (on the stack, ≤ 32 KiB unless one row is longer), then dotted with every
