@@ -196,7 +196,7 @@ public static unsafe class MatMul
         }
 
         /// <summary>Longest fp16 row widened on the stack (64 KiB of floats), and the floats a tile of widened rows aims for.</summary>
-        private const int MaxWidenedCols = 16384, WidenedTileFloats = 8192;
+        private const int MaxWidenedCols = 16384, WidenedTileFloats = 4096;
 
         /// <summary>Rows this many bytes of weights at a time are reused across all tokens while they sit in L2.</summary>
         private const int RowTileBytes = 16 * 1024;
@@ -253,7 +253,7 @@ public static unsafe class MatMul
                     Y[(long)(t + i) * rows + r] = VecDot.Q8_0Avx2((BlockQ8_0*)W.Row(r), (BlockQ8_0*)(X + (t + i) * XStride), nb);
         }
 
-        // fp16 rows widened once per tile of rows (on the stack, ≤ 32 KiB unless one row is longer), then dotted with every
+        // fp16 rows widened once per tile of rows (on the stack, ≤ 16 KiB unless one row is longer), then dotted with every
         // vector, eight vectors at a time so the tile and those vectors stay in cache.
         private readonly void F16Widened(int start, int end)
         {
@@ -265,7 +265,7 @@ public static unsafe class MatMul
             {
                 int r1 = Math.Min(end, r0 + tileRows);
                 for (int r = r0; r < r1; r++)
-                    Fp16.ToFloat(new ReadOnlySpan<ushort>(W.Row(r), cols), new Span<float>(wide + (r - r0) * cols, cols));
+                    VecDot.WidenF16Row((ushort*)W.Row(r), wide + (r - r0) * cols, cols);
                 for (int t0 = 0; t0 < Tokens; t0 += TokenBlock)
                 {
                     int t1 = Math.Min(Tokens, t0 + TokenBlock);

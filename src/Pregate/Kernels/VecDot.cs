@@ -292,6 +292,31 @@ public static unsafe partial class VecDot
         return (float)sum;
     }
 
+    /// <summary>
+    /// dst[i] = fp16 w[i] as fp32 (exact): groups of 32 normal numbers with integer ops 16 lanes at a time, anything else
+    /// through <see cref="Fp16.ToFloat(ReadOnlySpan{ushort}, Span{float})"/>. Used to widen a row once for many vectors.
+    /// </summary>
+    internal static void WidenF16Row(ushort* w, float* dst, int n)
+    {
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var expMask = Vector512.Create((ushort)0x7C00);
+            for (; i + 32 <= n; i += 32)
+            {
+                var h = Vector512.Load(w + i);
+                var e = h & expMask;
+                if ((Vector512.Equals(e, Vector512<ushort>.Zero) | Vector512.Equals(e, expMask)) == Vector512<ushort>.Zero)
+                {
+                    WidenNormalHalf(Vector512.WidenLower(h)).Store(dst + i);
+                    WidenNormalHalf(Vector512.WidenUpper(h)).Store(dst + i + 16);
+                }
+                else Fp16.ToFloat(new ReadOnlySpan<ushort>(w + i, 32), new Span<float>(dst + i, 32));
+            }
+        }
+        Fp16.ToFloat(new ReadOnlySpan<ushort>(w + i, n - i), new Span<float>(dst + i, n - i));
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> WidenNormalHalf(Vector512<uint> h) =>
         ((((h & Vector512.Create(0x7FFFu)) << 13) + Vector512.Create(0x38000000u)) | ((h & Vector512.Create(0x8000u)) << 16)).AsSingle();

@@ -93,6 +93,9 @@ public unsafe class MatMulTileTests(ITestOutputHelper output)
         for (int i = 0; i < n; i++) w[i] = BitConverter.HalfToUInt16Bits(halves[i]);
         var wide = new float[n];
         Fp16.ToFloat(w, wide);
+        var rowWide = new float[n];
+        fixed (ushort* pw = w) fixed (float* pr = rowWide) VecDot.WidenF16Row(pw, pr, n);
+        Assert.Equal(wide.Select(Bits), rowWide.Select(Bits));
         var x0 = TestData.Gaussian(n, 6);
         var x1 = TestData.Gaussian(n, 7);
         fixed (ushort* pw = w) fixed (float* pWide = wide) fixed (float* p0 = x0) fixed (float* p1 = x1)
