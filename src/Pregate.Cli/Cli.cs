@@ -11,17 +11,20 @@ public static class Cli
 {
     public const int ExitOk = 0, ExitUserError = 1, ExitUsage = 2;
 
-    public static RootCommand BuildRoot(TextWriter stdout, TextWriter stderr)
+    public static RootCommand BuildRoot(TextWriter stdout, TextWriter stderr, TextReader? stdin = null)
     {
         var root = new RootCommand("Pregate: run Mixture-of-Experts models bigger than fast memory, fast.");
-        foreach (var c in CommandList.All(stdout, stderr)) root.Subcommands.Add(c);
+        foreach (var c in CommandList.All(stdout, stderr, stdin ?? Console.In)) root.Subcommands.Add(c);
         return root;
     }
 
     /// <summary>Runs the CLI with <paramref name="args"/>; returns the process exit code.</summary>
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr) => Run(args, Console.In, stdout, stderr);
+
+    /// <summary>Runs the CLI with <paramref name="args"/>, reading interactive input (chat) from <paramref name="stdin"/>.</summary>
+    public static int Run(string[] args, TextReader stdin, TextWriter stdout, TextWriter stderr)
     {
-        var root = BuildRoot(stdout, stderr);
+        var root = BuildRoot(stdout, stderr, stdin);
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)
         {

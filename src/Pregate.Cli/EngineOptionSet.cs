@@ -1,6 +1,9 @@
 // Options shared by every command that runs a model (run, logits, bench, serve, chat), and opening the model from them.
 using System.CommandLine;
+using System.Globalization;
 using Pregate.Engine;
+using Pregate.Experts;
+using Pregate.Experts.Prediction;
 
 namespace Pregate.Cli;
 
@@ -9,20 +12,97 @@ internal sealed class EngineOptionSet
     public readonly Option<string?> Model = new("--model") { Description = $"GGUF file or Hugging Face checkpoint folder (default: the shipped {DefaultModel.Name})" };
     public readonly Option<int> Threads = new("--threads") { Description = "worker threads (default: one per processor)", DefaultValueFactory = _ => 0 };
     public readonly Option<int?> Context = new("--ctx") { Description = $"context length in tokens (default: the model's, at most {EngineOptions.DefaultMaxContext})" };
+    public readonly Option<string?> ExpertMemory = new("--expert-memory")
+    {
+        Description = "memory for routed experts: a size (2GiB, 512MiB, 1.5GB), a percentage of all expert bytes (25%), or all " +
+                      "(resident: experts read in place from the memory map). Default: all when the model takes at most half the " +
+                      "available memory (cgroup limit, MemAvailable), else a budget that fits",
+    };
+    public readonly Option<string> Cache = new("--cache") { Description = "expert cache eviction policy: lru, lfu or score", DefaultValueFactory = _ => "lru" };
+    public readonly Option<string> OnMiss = new("--on-miss")
+    {
+        Description = "what an offloaded run does with an expert that is not cached: load (read it into the cache, then compute). " +
+                      "load is the only policy implemented; compute and auto (compute in place) are not",
+        DefaultValueFactory = _ => "load",
+    };
+
+    public readonly Option<string?> Predictor = new("--predictor")
+    {
+        Description = "how offloaded experts are prefetched: none (on demand), next-gate (the next layer's router on this layer's state), " +
+                      "pregate (a calibrated predictor, see calibrate). Default: pregate when its file sits next to the model, else next-gate",
+    };
+    public readonly Option<string?> PredictorFile = new("--predictor-file") { Description = "the calibrated predictor file (default: next to the model)" };
+    public readonly Option<int> Lookahead = new("--lookahead") { Description = "layers ahead to prefetch: 1 or 2", DefaultValueFactory = _ => 1 };
+    public readonly Option<int> PredictExtra = new("--predict-extra") { Description = "prefetch the top k + N guesses", DefaultValueFactory = _ => 0 };
+
+    /// <summary>The budget when --expert-memory is not given; null: chosen from the memory available.</summary>
+    public Pregate.Engine.ExpertMemory? DefaultExpertMemory { get; init; }
 
     public void AddTo(Command c)
     {
-        c.Options.Add(Model);
-        c.Options.Add(Threads);
-        c.Options.Add(Context);
+        foreach (var o in new Option[] { Model, Threads, Context, ExpertMemory, Cache, OnMiss, Predictor, PredictorFile, Lookahead, PredictExtra }) c.Options.Add(o);
     }
 
     public string ModelPath(ParseResult p) => p.GetValue(Model) ?? DefaultModel.Require();
 
+    /// <summary>The engine options the command line asks for.</summary>
+    /// <exception cref="UserException">A value is malformed.</exception>
+    public EngineOptions Options(ParseResult p)
+    {
+        Pregate.Engine.ExpertMemory? memory = DefaultExpertMemory;
+        if (p.GetValue(ExpertMemory) is string text)
+        {
+            if (!Pregate.Engine.ExpertMemory.TryParse(text, out var m, out string error)) throw new UserException($"--expert-memory: {error}");
+            memory = m;
+        }
+        string cache = p.GetValue(Cache)!;
+        if (!EvictionPolicy.TryParse(cache, out var policy)) throw new UserException($"--cache must be lru, lfu or score, not '{cache}'");
+        string onMiss = p.GetValue(OnMiss)!;
+        if (!onMiss.Equals("load", StringComparison.OrdinalIgnoreCase))
+            throw new UserException(onMiss is "compute" or "auto"
+                ? $"--on-miss {onMiss} is not implemented; only load (read a missing expert into the cache) is"
+                : $"--on-miss must be load, not '{onMiss}'");
+        PredictorKind? predictor = null;
+        if (p.GetValue(Predictor) is string name)
+        {
+            if (!PredictorKinds.TryParse(name, out var kind)) throw new UserException($"--predictor must be none, next-gate or pregate, not '{name}'");
+            predictor = kind;
+        }
+        return new EngineOptions
+        {
+            Threads = p.GetValue(Threads), Context = p.GetValue(Context), ExpertMemory = memory, CachePolicy = policy,
+            Predictor = predictor, PredictorFile = p.GetValue(PredictorFile), Lookahead = p.GetValue(Lookahead), PredictExtra = p.GetValue(PredictExtra),
+        };
+    }
+
     public ModelSession Open(ParseResult p)
     {
-        var o = new EngineOptions { Threads = p.GetValue(Threads), Context = p.GetValue(Context) };
+        var o = Options(p);
         try { return ModelSession.Open(ModelPath(p), o); }
         catch (ArgumentException e) { throw new UserException(e.Message); }
+    }
+
+    /// <summary>Opens the model and writes where its experts live (one line) to <paramref name="log"/>.</summary>
+    public ModelSession Open(ParseResult p, TextWriter log)
+    {
+        var session = Open(p);
+        log.WriteLine(session.ExpertPlacement.Describe());
+        return session;
+    }
+
+    /// <summary>
+    /// One line of expert figures over a stretch (a difference of two snapshots), e.g. "experts: 96.0% hits (12 misses of 300),
+    /// 110 MiB read (1.10 MiB/token), stall 0.84 ms/token, I/O busy 31%"; for resident experts "experts: resident, no expert I/O".
+    /// </summary>
+    public static string DescribeStats(ExpertPlacement placement, ExpertStats s)
+    {
+        if (!placement.Offloaded) return "experts: resident, no expert I/O";
+        long uses = s.Cache.Hits + s.Cache.Misses;
+        string prediction = s.PredictionRecall is double r
+            ? string.Create(CultureInfo.InvariantCulture, $", prefetches {s.Cache.PrefetchHits} used / {s.Cache.PrefetchesWasted} wasted, prediction recall {r * 100:0.0}%")
+            : "";
+        return string.Create(CultureInfo.InvariantCulture,
+            $"experts: {s.HitRate * 100:0.0}% hits ({s.Misses} misses of {uses} uses over {s.Tokens} tokens), {ByteSize.Format(s.BytesRead)} read " +
+            $"({ByteSize.Format((long)s.BytesPerToken)}/token), stall {s.StallMsPerToken:0.00} ms/token, I/O busy {s.IoBusyFraction * 100:0}%{prediction}");
     }
 }

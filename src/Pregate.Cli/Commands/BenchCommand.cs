@@ -6,6 +6,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using Pregate.Engine;
+using Pregate.Experts;
 using Pregate.Formats;
 
 namespace Pregate.Cli.Commands;
@@ -22,8 +23,9 @@ internal static class BenchCommand
         var rounds = new Option<int>("--rounds") { Description = "measured rounds (medians are reported; with --vs-llama the engines alternate)", DefaultValueFactory = _ => 3 };
         var seed = new Option<ulong>("--seed") { Description = "seed of the prompt and the forced decode stream", DefaultValueFactory = _ => 1 };
         var json = new Option<bool>("--json") { Description = "print one JSON object" };
+        var text = new Option<string?>("--text") { Description = "feed this UTF-8 text (prompt, then the forced decode stream) instead of random tokens: for trained models" };
         var vsLlama = new Option<bool>("--vs-llama") { Description = "also measure llama.cpp (LLamaSharp, same threads and protocol) and print the ratios" };
-        var cmd = new Command("bench", "Measure prefill and decode speed (optionally against llama.cpp)") { promptTokens, genTokens, decode, rounds, seed, json, vsLlama };
+        var cmd = new Command("bench", "Measure prefill and decode speed (optionally against llama.cpp)") { promptTokens, genTokens, decode, rounds, seed, json, vsLlama, text };
         engine.AddTo(cmd);
         cmd.SetAction(p =>
         {
@@ -39,7 +41,14 @@ internal static class BenchCommand
             catch (ArgumentException e) { throw new UserException(e.Message); }
             if (roundCount < 1) throw new UserException($"--rounds must be at least 1, not {roundCount}");
 
-            using var session = engine.Open(p);
+            using var session = engine.Open(p, stderr);
+            if (p.GetValue(text) is string textPath)
+            {
+                if (!File.Exists(textPath)) throw new UserException($"{textPath}: no such file");
+                settings = settings with { Text = session.Tokenizer.Encode(File.ReadAllText(textPath), session.Tokenizer.AddBosToken) };
+                try { settings.Validate(); }
+                catch (ArgumentException e) { throw new UserException(e.Message); }
+            }
             if (settings.ContextNeeded > session.State.Context)
                 throw new UserException($"{settings.PromptTokens} prompt + {settings.GenTokens} generated tokens exceed the context of {session.State.Context}; raise --ctx");
             LlamaPeer? peer = null;
@@ -50,6 +59,7 @@ internal static class BenchCommand
             }
 
             var target = new SessionBenchmarkTarget(session);
+            var statsBefore = session.ExpertStats;
             var ours = new List<BenchmarkTiming>();
             var theirs = new List<PeerResult>();
             for (int r = 1; r <= roundCount; r++)
@@ -66,7 +76,7 @@ internal static class BenchCommand
                 stderr.WriteLine(line);
             }
 
-            var report = new Report(session, settings, ours, theirs, peer is not null);
+            var report = new Report(session, settings, ours, theirs, peer is not null, session.ExpertStats - statsBefore);
             if (p.GetValue(json)) report.WriteJson(stdout);
             else report.WriteText(stdout);
             return 0;
@@ -82,7 +92,7 @@ internal static class BenchCommand
         return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
     }
 
-    private sealed class Report(ModelSession session, BenchmarkSettings settings, List<BenchmarkTiming> ours, List<PeerResult> theirs, bool withPeer)
+    private sealed class Report(ModelSession session, BenchmarkSettings settings, List<BenchmarkTiming> ours, List<PeerResult> theirs, bool withPeer, ExpertStats experts)
     {
         private readonly double _prefill = Median(ours.Select(t => t.PrefillTokensPerSecond));
         private readonly double _decode = Median(ours.Select(t => t.DecodeTokensPerSecond));
@@ -104,6 +114,8 @@ internal static class BenchCommand
             }
             o.WriteLine($"weights      {Units.Bytes(_bytesPerToken)} read per decoded token");
             o.WriteLine($"peak RSS     {(_peakRss is long b ? Units.Bytes(b) : "n/a")}");
+            o.WriteLine($"{session.ExpertPlacement.Describe()}");
+            if (session.ExpertPlacement.Offloaded) o.WriteLine(EngineOptionSet.DescribeStats(session.ExpertPlacement, experts));
         }
 
         public void WriteJson(TextWriter o)
@@ -124,10 +136,13 @@ internal static class BenchCommand
                 w.WriteNumber("decode_tok_s", _decode);
                 w.WriteNumber("bytes_per_token", _bytesPerToken);
                 // Expert-cache figures exist only where experts are offloaded; the resident runner moves nothing.
-                w.WriteNull("expert_hit_rate");
-                w.WriteNull("prediction_recall");
-                w.WriteNull("io_busy_fraction");
-                w.WriteNull("stall_ms_per_token");
+                bool off = session.ExpertPlacement.Offloaded;
+                void Number(string name, double? v) { if (v is double d) w.WriteNumber(name, d); else w.WriteNull(name); }
+                Number("expert_hit_rate", off ? experts.HitRate : null);
+                Number("prediction_recall", off ? experts.PredictionRecall : null);
+                Number("io_busy_fraction", off ? experts.IoBusyFraction : null);
+                Number("stall_ms_per_token", off ? experts.StallMsPerToken : null);
+                Number("expert_bytes_read_per_token", off ? experts.BytesPerToken : null);
                 if (_peakRss is long rss) w.WriteNumber("peak_rss_bytes", rss);
                 else w.WriteNull("peak_rss_bytes");
                 w.WriteStartArray("runs");

@@ -14,16 +14,20 @@ internal static class DemoCommand
         "In the morning, the committee decided that",
     ];
 
+    /// <summary>The demo offloads its experts to a cache of this share of their bytes unless --expert-memory says otherwise.</summary>
+    private const double DemoExpertShare = 0.5;
+
     public static Command Create(TextWriter stdout, TextWriter stderr)
     {
-        var engine = new EngineOptionSet();
+        var engine = new EngineOptionSet { DefaultExpertMemory = ExpertMemory.OfFraction(DemoExpertShare) };
         var count = new Option<int>("-n", "--tokens-to-generate") { Description = "tokens to generate per prompt", DefaultValueFactory = _ => 48 };
         var seed = new Option<ulong>("--seed") { Description = "sampling seed", DefaultValueFactory = _ => 1 };
-        var cmd = new Command("demo", $"Run the built-in default model ({DefaultModel.Name}) on a few prompts and report speed") { count, seed };
+        var cmd = new Command("demo", $"Run the built-in default model ({DefaultModel.Name}) on a few prompts with its experts offloaded " +
+            $"(a cache of {DemoExpertShare * 100:0}% of their bytes unless --expert-memory is given) and report speed and cache statistics") { count, seed };
         engine.AddTo(cmd);
         cmd.SetAction(p =>
         {
-            using var session = engine.Open(p);
+            using var session = engine.Open(p, stderr);
             var s = ModelSummary.Of(session.Checkpoint);
             var c = s.Config;
             stdout.WriteLine($"model: {session.Checkpoint.Path} ({c.ModelType}, {c.NumLayers} layers, {c.NumExperts} experts top-{c.NumExpertsUsed}, " +
@@ -40,10 +44,12 @@ internal static class DemoCommand
             {
                 stdout.WriteLine();
                 stdout.Write(prompt);
+                var before = session.ExpertStats;
                 var r = gen.Generate(prompt, o, t => { stdout.Write(t); stdout.Flush(); });
                 stdout.WriteLine();
                 stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"  [{r.PromptTokens} prompt tokens at {r.PrefillTokensPerSecond:0} tok/s, {r.Tokens.Count} generated at {r.DecodeTokensPerSecond:0} tok/s]"));
+                stdout.WriteLine($"  [{EngineOptionSet.DescribeStats(session.ExpertPlacement, session.ExpertStats - before)}]");
             }
             return 0;
         });

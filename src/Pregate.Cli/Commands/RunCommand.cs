@@ -14,7 +14,8 @@ internal static class RunCommand
         var prompt = new Option<string>("--prompt") { Description = "the prompt text", DefaultValueFactory = _ => "Once upon a time" };
         var count = new Option<int>("-n", "--tokens-to-generate") { Description = "tokens to generate", DefaultValueFactory = _ => 64 };
         var stop = new Option<string[]>("--stop") { Description = "stop when this text is generated (repeatable)", AllowMultipleArgumentsPerToken = false };
-        var cmd = new Command("run", "Generate text from a prompt") { prompt, count, stop };
+        var stats = new Option<bool>("--stats") { Description = "print expert cache statistics (hit rate, bytes read, stalls) to stderr" };
+        var cmd = new Command("run", "Generate text from a prompt") { prompt, count, stop, stats };
         engine.AddTo(cmd);
         sampling.AddTo(cmd);
         cmd.SetAction(p =>
@@ -26,16 +27,18 @@ internal static class RunCommand
                 StopStrings = p.GetValue(stop) ?? [],
             };
             if (o.MaxTokens < 1) throw new UserException($"-n must be at least 1, not {o.MaxTokens}");
-            using var session = engine.Open(p);
+            using var session = engine.Open(p, stderr);
             var gen = session.CreateGenerator();
             string text = p.GetValue(prompt)!;
             stdout.Write(text);
+            var before = session.ExpertStats;
             GenerationResult r;
             try { r = gen.Generate(text, o, s => { stdout.Write(s); stdout.Flush(); }); }
             catch (ArgumentException e) { throw new UserException(e.Message); }
             stdout.WriteLine();
             stderr.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"prompt: {r.PromptTokens} tokens, {r.PrefillTokensPerSecond:0.0} tok/s | generated: {r.Tokens.Count} tokens, {r.DecodeTokensPerSecond:0.0} tok/s | finish: {r.FinishReason.ToString().ToLowerInvariant()}"));
+            if (p.GetValue(stats)) stderr.WriteLine(EngineOptionSet.DescribeStats(session.ExpertPlacement, session.ExpertStats - before));
             return 0;
         });
         return cmd;

@@ -38,17 +38,25 @@ public sealed record BenchmarkSettings
     {
         if (PromptTokens < 1) throw new ArgumentException($"prompt tokens must be at least 1, not {PromptTokens}");
         if (GenTokens < 1) throw new ArgumentException($"generated tokens must be at least 1, not {GenTokens}");
+        if (Text is { } t && t.Count < PromptTokens + GenTokens)
+            throw new ArgumentException($"the text gives {t.Count} tokens; the benchmark needs {PromptTokens + GenTokens} (prompt + generated)");
         if (WarmupTime < TimeSpan.Zero) throw new ArgumentException("warm-up time must not be negative");
     }
 
     /// <summary>Tokens the KV cache must hold: the prompt plus every decoded token.</summary>
     public int ContextNeeded => PromptTokens + GenTokens;
 
-    /// <summary>The prompt: <see cref="PromptTokens"/> ids uniform in [0, vocab), from (Seed, "bench-prompt").</summary>
-    public int[] PromptIds(int vocabSize) => Stream(PromptTokens, vocabSize, "bench-prompt");
+    /// <summary>
+    /// Real text (token ids) to feed instead of random ids: the prompt is its first <see cref="PromptTokens"/> ids and the
+    /// forced decode stream the next <see cref="GenTokens"/>. Null: seeded random ids.
+    /// </summary>
+    public IReadOnlyList<int>? Text { get; init; }
 
-    /// <summary>The forced decode stream: <see cref="GenTokens"/> ids uniform in [0, vocab), from (Seed, "bench-decode").</summary>
-    public int[] ForcedIds(int vocabSize) => Stream(GenTokens, vocabSize, "bench-decode");
+    /// <summary>The prompt: the text's first ids, or <see cref="PromptTokens"/> ids uniform in [0, vocab) from (Seed, "bench-prompt").</summary>
+    public int[] PromptIds(int vocabSize) => Text is { } t ? t.Take(PromptTokens).ToArray() : Stream(PromptTokens, vocabSize, "bench-prompt");
+
+    /// <summary>The forced decode stream: the text's next ids, or <see cref="GenTokens"/> ids uniform in [0, vocab) from (Seed, "bench-decode").</summary>
+    public int[] ForcedIds(int vocabSize) => Text is { } t ? t.Skip(PromptTokens).Take(GenTokens).ToArray() : Stream(GenTokens, vocabSize, "bench-decode");
 
     private int[] Stream(int count, int vocabSize, string name)
     {

@@ -16,6 +16,8 @@ public sealed record GenerationOptions
     public IReadOnlyList<string> StopStrings { get; init; } = [];
     /// <summary>Stop at the tokenizer's end-of-generation tokens.</summary>
     public bool StopAtEos { get; init; } = true;
+    /// <summary>More token ids that end generation (not part of the output), e.g. a chat format's end-of-turn token.</summary>
+    public IReadOnlyList<int> StopTokens { get; init; } = [];
 }
 
 public enum FinishReason { Stop, Length }
@@ -44,6 +46,12 @@ public sealed class Generator(MoeModel model, TextTokenizer tokenizer, Inference
     public TextTokenizer Tokenizer => tokenizer;
     public InferenceState State => state;
 
+    /// <summary>
+    /// When set, every forward pass runs under this lock, so generators with their own states can share one model and
+    /// worker team from several threads (their steps interleave: a prompt is one step, then each decoded token).
+    /// </summary>
+    public Lock? ForwardLock { get; init; }
+
     /// <summary>Tokenizes <paramref name="prompt"/> (with BOS when the tokenizer asks for it) and generates.</summary>
     public GenerationResult Generate(string prompt, GenerationOptions o, Action<string>? onText = null, CancellationToken cancel = default) =>
         Generate(tokenizer.Encode(prompt, tokenizer.AddBosToken), o, onText, cancel);
@@ -65,7 +73,7 @@ public sealed class Generator(MoeModel model, TextTokenizer tokenizer, Inference
 
         state.Reset();
         var clock = Stopwatch.StartNew();
-        model.Forward(state, promptIds.ToArray(), _logits, allPositions: false, team);
+        Forward(promptIds.ToArray(), _logits);
         var prefill = clock.Elapsed;
 
         clock.Restart();
@@ -79,16 +87,23 @@ public sealed class Generator(MoeModel model, TextTokenizer tokenizer, Inference
         {
             cancel.ThrowIfCancellationRequested();
             int next = sampler.Sample(_logits, history);
-            if (o.StopAtEos && tokenizer.IsEndOfGeneration(next)) { finish = FinishReason.Stop; break; }
+            if ((o.StopAtEos && tokenizer.IsEndOfGeneration(next)) || o.StopTokens.Contains(next)) { finish = FinishReason.Stop; break; }
             generated.Add(next);
             history.Add(next);
             if (stops.Push(decoder.Append(next), text, onText)) { finish = FinishReason.Stop; break; }
             if (generated.Count >= o.MaxTokens || state.Position >= state.Context) break;
-            model.Forward(state, next, _logits, team);
+            Forward(new ReadOnlySpan<int>(in next), _logits);
         }
         if (!stops.Matched) stops.Push(decoder.Flush(), text, onText);
         stops.Finish(text, onText);
         return new GenerationResult(text.ToString(), generated, promptIds.Count, finish, prefill, clock.Elapsed);
+    }
+
+    // Runs tokens (the whole prompt as one batch, or one decoded token) and leaves the last position's logits.
+    private void Forward(ReadOnlySpan<int> tokens, Span<float> logits)
+    {
+        if (ForwardLock is null) { model.Forward(state, tokens, logits, allPositions: false, team); return; }
+        lock (ForwardLock) model.Forward(state, tokens, logits, allPositions: false, team);
     }
 }
 

@@ -1,6 +1,8 @@
 // A loaded model ready to run: checkpoint, bound model, tokenizer, worker threads and one sequence state.
 // The library's entry point and what every CLI command that executes a model builds on.
 using Pregate.Core;
+using Pregate.Experts;
+using Pregate.Experts.Prediction;
 using Pregate.Formats;
 using Pregate.Formats.Tokenizers;
 using Pregate.Kernels;
@@ -19,17 +21,77 @@ public sealed record EngineOptions
 
     public const int DefaultMaxContext = 4096;
 
+    /// <summary>
+    /// Memory for the routed experts: <see cref="Engine.ExpertMemory.All"/> reads them in place from the memory map (resident);
+    /// a size or fraction keeps them in the files and caches that many bytes of them in RAM slots (offloaded); null chooses
+    /// (<see cref="Engine.ExpertMemory.Automatic"/> over <see cref="SystemMemory.AvailableBytes"/>).
+    /// </summary>
+    public ExpertMemory? ExpertMemory { get; init; }
+
+    /// <summary>Which cached expert an offloaded run evicts first.</summary>
+    public EvictionPolicyKind CachePolicy { get; init; } = EvictionPolicyKind.Lru;
+
+    /// <summary>
+    /// Which predictor prefetches experts when they are offloaded; null = pregate when a calibrated predictor file is found
+    /// (see <see cref="PredictorFile"/>), else next-gate.
+    /// </summary>
+    public PredictorKind? Predictor { get; init; }
+
+    /// <summary>The calibrated predictor file; null = the default place next to the model.</summary>
+    public string? PredictorFile { get; init; }
+
+    /// <summary>Layers ahead to prefetch (1 or 2).</summary>
+    public int Lookahead { get; init; } = 1;
+
+    /// <summary>Guesses beyond top-k to prefetch.</summary>
+    public int PredictExtra { get; init; }
+
     public void Validate()
     {
         if (Threads < 0 || Threads > 1024) throw new ArgumentException($"threads must be between 1 and 1024 (0 = automatic), not {Threads}");
         if (Context is int c && c < 1) throw new ArgumentException($"context must be at least 1 token, not {c}");
+        if (Lookahead is < 1 or > 2) throw new ArgumentException($"lookahead must be 1 or 2, not {Lookahead}");
+        if (PredictExtra < 0) throw new ArgumentException($"predict-extra must be at least 0, not {PredictExtra}");
+        if (Predictor == PredictorKind.Oracle)
+            throw new ArgumentException("the oracle predictor (replaying recorded routing) is not implemented yet; use none, next-gate or pregate");
     }
 }
 
-/// <summary>Opens a model and owns what running it needs. Dispose to unmap the file and stop the threads.</summary>
+/// <summary>
+/// Where a session keeps its routed experts: resident (the memory map) or offloaded to a cache of
+/// <see cref="SlotCount"/> slots of <see cref="SlotBytes"/> within <see cref="BudgetBytes"/>.
+/// </summary>
+/// <param name="Automatic">Chosen from the memory available (<see cref="AvailableBytes"/>) because no budget was given.</param>
+/// <param name="ExpertBytes">Σ bytes of all routed experts.</param>
+/// <param name="DirectIo">Offloaded reads bypass the page cache (O_DIRECT).</param>
+public sealed record ExpertPlacement(
+    bool Offloaded,
+    bool Automatic,
+    long ExpertBytes,
+    long BudgetBytes,
+    int SlotCount,
+    long SlotBytes,
+    EvictionPolicyKind Policy,
+    bool DirectIo,
+    long? AvailableBytes,
+    string Predictor = "none")
+{
+    /// <summary>One line: "experts: resident (all 588 MiB mapped)" or "experts: offloaded, budget 200 MiB (21 slots of 9.19 MiB), policy lru, O_DIRECT on".</summary>
+    public string Describe()
+    {
+        string chosen = Automatic && AvailableBytes is long a ? $"; chosen for {ByteSize.Format(a)} available" : "";
+        return Offloaded
+            ? $"experts: offloaded, budget {ByteSize.Format(BudgetBytes)} ({SlotCount} slots of {ByteSize.Format(SlotBytes)}), " +
+              $"policy {Policy.ToString().ToLowerInvariant()}, predictor {Predictor}, O_DIRECT {(DirectIo ? "on" : "off")}{chosen}"
+            : $"experts: resident (all {ByteSize.Format(ExpertBytes)} mapped){chosen}";
+    }
+}
+
+/// <summary>Opens a model and owns what running it needs. Dispose to unmap the file, stop the threads and free the expert cache.</summary>
 public sealed class ModelSession : IDisposable
 {
     private readonly Lazy<TextTokenizer> _tokenizer;
+    private readonly OffloadedExperts? _offloaded;
 
     public Checkpoint Checkpoint { get; }
     public MoeModel Model { get; }
@@ -37,19 +99,102 @@ public sealed class ModelSession : IDisposable
     public InferenceState State { get; }
     public ModelConfig Config => Model.Config;
 
+    /// <summary>Where the routed experts live (chosen at open).</summary>
+    public ExpertPlacement ExpertPlacement { get; }
+
+    /// <summary>
+    /// Expert counters since the session opened (tokens, hits, misses, bytes read, stall, I/O busy time); subtract two
+    /// snapshots for one stretch. All zero when the experts are resident.
+    /// </summary>
+    public ExpertStats ExpertStats => _offloaded?.Stats ?? default;
+
     /// <summary>The model's tokenizer; throws <see cref="ModelFormatException"/> when the checkpoint has none.</summary>
     public TextTokenizer Tokenizer => _tokenizer.Value;
 
     private ModelSession(Checkpoint ck, EngineOptions o)
     {
         Checkpoint = ck;
-        Model = MoeModel.Load(ck);
         int context = o.Context ?? Math.Min(ck.Config.MaxContext, EngineOptions.DefaultMaxContext);
         if (context > ck.Config.MaxContext)
             throw new ArgumentException($"context {context} exceeds the model's maximum of {ck.Config.MaxContext} tokens");
-        State = Model.CreateState(context);
-        Team = new WorkerTeam(o.Threads);
+        State = new InferenceState(ck.Config, context);
+        // Experts are placed before the model binds (and reads) any weight, so offloading can keep read-ahead out of them.
+        (ExpertPlacement, _offloaded) = PlaceExperts(ck, o, State.KvCacheBytes);
+        try
+        {
+            Model = MoeModel.Load(ck);
+            if (_offloaded is not null) Model.Experts = _offloaded;
+            Team = new WorkerTeam(o.Threads);
+        }
+        catch
+        {
+            _offloaded?.Dispose();
+            throw;
+        }
         _tokenizer = new Lazy<TextTokenizer>(() => CheckpointTokenizer.Load(ck));
+    }
+
+    // Resident, or an offloading runner within the budget asked for (or chosen: see ExpertMemory.Automatic).
+    private static (ExpertPlacement, OffloadedExperts?) PlaceExperts(Checkpoint ck, EngineOptions o, long kvCacheBytes)
+    {
+        var summary = ModelSummary.Of(ck);
+        bool automatic = o.ExpertMemory is null;
+        long? available = automatic ? SystemMemory.AvailableBytes() : null;
+        var resident = new ExpertPlacement(false, automatic, summary.ExpertBytes, summary.ExpertBytes, 0, 0, o.CachePolicy, false, available);
+        if (o.ExpertMemory is { IsResident: true }) return (resident, null);
+        if (automatic && ExpertMemory.Automatic(summary.TotalBytes, 0, available, 0).IsResident) return (resident, null);
+
+        var layout = OffloadedExperts.LayoutOf(ck);
+        int topK = ck.Config.NumExpertsUsed;
+        long minimum = OffloadedExperts.MinimumBudgetBytes(layout, topK);
+        var asked = o.ExpertMemory ?? ExpertMemory.Automatic(summary.TotalBytes, summary.ResidentBytes + kvCacheBytes, available, minimum);
+        long budget = asked.BudgetBytes(layout.TotalBytes);
+        if (budget < minimum)
+        {
+            double pct = Math.Ceiling(1000.0 * minimum / layout.TotalBytes) / 10;
+            throw new ArgumentException(
+                $"expert memory {asked} ({(asked.Kind == ExpertMemoryKind.Fraction ? ByteSize.Format(budget) + ", " : "")}{budget} bytes) is below this model's minimum of {ByteSize.Format(minimum)} ({minimum} bytes): " +
+                $"a layer uses {topK} experts at once and each needs a slot of {ByteSize.Format(DirectFileReader.AlignUp(layout.SlotBytes))}; " +
+                $"give at least {ByteSize.Format(minimum)} ({pct.ToString(System.Globalization.CultureInfo.InvariantCulture)}% of the experts) or all");
+        }
+        var (predictor, predictorName) = CreatePredictor(ck, o);
+        var runner = new OffloadedExperts(ck, layout, new OffloadOptions
+        {
+            BudgetBytes = budget, Policy = o.CachePolicy, Predictor = predictor, Lookahead = o.Lookahead, PredictExtra = o.PredictExtra,
+        });
+        return (new ExpertPlacement(true, automatic, layout.TotalBytes, budget, runner.SlotCount, runner.SlotBytes, o.CachePolicy, runner.DirectIo, available, predictorName), runner);
+    }
+
+    // The predictor asked for; by default the calibrated one when its file sits next to the model, else next-gate.
+    private static (IExpertPredictor?, string) CreatePredictor(Checkpoint ck, EngineOptions o)
+    {
+        string file = o.PredictorFile ?? LinearPregate.DefaultPath(ck.Path);
+        var kind = o.Predictor ?? (File.Exists(file) ? PredictorKind.Pregate : PredictorKind.NextGate);
+        string ahead = o.Lookahead > 1 || o.PredictExtra > 0 ? $" (lookahead {o.Lookahead}, top-k+{o.PredictExtra})" : "";
+        switch (kind)
+        {
+            case PredictorKind.None:
+                return (null, "none");
+            case PredictorKind.NextGate:
+                return (new NextGatePredictor(ck, o.Lookahead), "next-gate" + ahead);
+            case PredictorKind.Pregate:
+                if (!File.Exists(file))
+                    throw new ArgumentException($"no calibrated predictor at {file}; create it with: pregate calibrate --model {ck.Path} --text FILE (or give --predictor-file)");
+                try
+                {
+                    var p = LinearPregate.Load(file, ck);
+                    if (o.Lookahead > p.MaxLookahead)
+                        throw new ArgumentException($"the predictor in {file} was calibrated for lookahead {p.MaxLookahead}; calibrate with --lookahead {o.Lookahead}");
+                    return (p, "pregate" + ahead);
+                }
+                catch (ModelFormatException e)
+                {
+                    // A stale or foreign predictor must not stop the run: next-gate needs no calibration.
+                    return (new NextGatePredictor(ck, o.Lookahead), $"next-gate{ahead} (the calibrated predictor was rejected: {e.Message})");
+                }
+            default:
+                throw new ArgumentException($"predictor {PredictorKinds.Name(kind)} is not available");
+        }
     }
 
     /// <summary>Opens the GGUF file or HF folder at <paramref name="path"/>.</summary>
@@ -88,6 +233,7 @@ public sealed class ModelSession : IDisposable
     public void Dispose()
     {
         Team.Dispose();
+        _offloaded?.Dispose();
         Checkpoint.Dispose();
     }
 }

@@ -11,7 +11,8 @@ namespace Pregate.Experts;
 /// <item><see cref="PrefetchLoads"/>: reads issued by a prefetch; <see cref="PrefetchHits"/>: prefetch-issued experts that
 /// were then acquired (ready or still in flight); <see cref="PrefetchesWasted"/>: prefetches evicted before use or
 /// cancelled before their read started; <see cref="PrefetchesCancelled"/>: the cancelled part of those (no I/O spent).</item>
-/// <item><see cref="Stall"/>: total time acquires waited for reads or free slots.</item>
+/// <item><see cref="Stall"/>: total time acquires waited for reads or free slots; <see cref="IoBusy"/>: total time at least
+/// one read was in flight (divide by the wall time of the same stretch for the I/O busy fraction).</item>
 /// </list>
 /// </summary>
 public readonly record struct ExpertCacheStats(
@@ -24,7 +25,8 @@ public readonly record struct ExpertCacheStats(
     long PrefetchHits,
     long PrefetchesWasted,
     long PrefetchesCancelled,
-    TimeSpan Stall)
+    TimeSpan Stall,
+    TimeSpan IoBusy = default)
 {
     /// <summary>Hits / (hits + misses); 0 when nothing was acquired.</summary>
     public double HitRate => Hits + Misses == 0 ? 0 : (double)Hits / (Hits + Misses);
@@ -33,5 +35,5 @@ public readonly record struct ExpertCacheStats(
     public static ExpertCacheStats operator -(ExpertCacheStats a, ExpertCacheStats b) => new(
         a.Hits - b.Hits, a.Misses - b.Misses, a.Loads - b.Loads, a.BytesRead - b.BytesRead, a.Evictions - b.Evictions,
         a.PrefetchLoads - b.PrefetchLoads, a.PrefetchHits - b.PrefetchHits, a.PrefetchesWasted - b.PrefetchesWasted,
-        a.PrefetchesCancelled - b.PrefetchesCancelled, a.Stall - b.Stall);
+        a.PrefetchesCancelled - b.PrefetchesCancelled, a.Stall - b.Stall, a.IoBusy - b.IoBusy);
 }

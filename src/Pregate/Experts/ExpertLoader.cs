@@ -81,6 +81,9 @@ public sealed unsafe class ExpertLoader : IDisposable
     private bool _paused;
     private bool _disposed;
     private long _hits, _misses, _loads, _bytesRead, _prefetchLoads, _prefetchHits, _prefetchesWasted, _prefetchesCancelled, _stallTicks;
+    private int _reading;          // reads in flight
+    private long _busySince;       // timestamp the reads in flight went from 0 to 1
+    private long _ioBusyTicks;     // closed stretches with reads in flight
 
     /// <exception cref="ArgumentException">The cache's slots are smaller than <see cref="ExpertLayout.SlotBytes"/>.</exception>
     /// <exception cref="ArgumentOutOfRangeException">Fewer than one I/O thread or a negative timeout.</exception>
@@ -113,8 +116,11 @@ public sealed unsafe class ExpertLoader : IDisposable
         get
         {
             lock (_gate)
+            {
+                long busy = _ioBusyTicks + (_reading > 0 ? Stopwatch.GetTimestamp() - _busySince : 0);
                 return new ExpertCacheStats(_hits, _misses, _loads, _bytesRead, _cache.Evictions, _prefetchLoads, _prefetchHits,
-                    _prefetchesWasted, _prefetchesCancelled, Stopwatch.GetElapsedTime(0, _stallTicks));
+                    _prefetchesWasted, _prefetchesCancelled, Stopwatch.GetElapsedTime(0, _stallTicks), Stopwatch.GetElapsedTime(0, busy));
+            }
         }
     }
 
@@ -412,6 +418,7 @@ public sealed unsafe class ExpertLoader : IDisposable
                     if (job is null) Monitor.Wait(_gate);
                 }
                 job.State = JobState.Reading;
+                if (_reading++ == 0) _busySince = Stopwatch.GetTimestamp();
             }
             long bytes = 0;
             Exception? error = null;
@@ -425,6 +432,7 @@ public sealed unsafe class ExpertLoader : IDisposable
             }
             lock (_gate)
             {
+                if (--_reading == 0) _ioBusyTicks += Stopwatch.GetTimestamp() - _busySince;
                 Complete(job, bytes, error);
                 Monitor.PulseAll(_gate);
             }

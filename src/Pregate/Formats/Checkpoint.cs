@@ -77,6 +77,20 @@ public sealed class Checkpoint : IDisposable
     /// <summary>Expert <paramref name="expert"/>'s matrix of <paramref name="role"/> (ExpertGate/Up/Down) in <paramref name="layer"/>.</summary>
     public TensorView GetExpert(TensorRole role, int layer, int expert) => _experts[(role, layer)][expert];
 
+    /// <summary>
+    /// The file holding <paramref name="view"/>'s bytes and the offset of its first byte there, for reading a tensor (e.g. an
+    /// expert's matrix) around the memory map. <paramref name="view"/> must come from this checkpoint.
+    /// </summary>
+    /// <exception cref="ArgumentException">The view does not lie in this checkpoint's files.</exception>
+    public (string File, long Offset) Locate(in TensorView view)
+    {
+        if (_gguf is not null) return (_gguf.Path, _gguf.GetFileOffset(view));
+        if (!_st!.TryGetTensor(view.Name, out var stored) || stored.Pointer != view.Pointer)
+            throw new ArgumentException($"tensor '{view.Name}' does not belong to {Path}", nameof(view));
+        var file = _st.GetFile(view.Name);
+        return (file.Path, file.GetFileOffset(view.Name));
+    }
+
     private void Bind()
     {
         foreach (var spec in Specs)

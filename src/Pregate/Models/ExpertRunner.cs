@@ -20,6 +20,18 @@ public interface IExpertRunner
     void Run(int layer, ReadOnlySpan<int> ids, ReadOnlySpan<float> weights, ActivationQ8 x, Span<float> y, ExpertScratch scratch, WorkerTeam? team);
 
     /// <summary>
+    /// The router of <paramref name="layer"/> gave <paramref name="probabilities"/> (softmax over all experts) for the token
+    /// whose <see cref="Run"/> follows; cache policies that rank experts by router score learn from it. Default: nothing.
+    /// </summary>
+    void ObserveRouting(int layer, ReadOnlySpan<float> probabilities) { }
+
+    /// <summary>
+    /// Layer <paramref name="layer"/>'s attention produced <paramref name="hidden"/> ([tokens, D], the residual stream) for
+    /// the tokens whose experts run next: the earliest point to start fetching later layers' experts. Default: nothing.
+    /// </summary>
+    void AfterAttention(int layer, ReadOnlySpan<float> hidden, int tokens) { }
+
+    /// <summary>
     /// A block of x.Tokens tokens routed to k = ids.Length / x.Tokens experts each: for every token t,
     /// y[t] += Σ_j weights[t·k + j] · expert(layer, ids[t·k + j])(x_t), accumulated in j order, so the result is
     /// bit-identical to calling <see cref="Run"/> token by token (which this default does). y is [tokens, D] row-major.

@@ -164,6 +164,7 @@ public abstract class MoeModel
         {
             var l = Layers[i];
             Attention(i, l, s, p0, n, team);
+            Experts.AfterAttention(i, hidden[..(n * d)], n);
             if (Observer is { } attnObserver)
                 for (int t = 0; t < n; t++) attnObserver.OnTensor("attn_residual", i, p0 + t, hidden.Slice(t * d, d));
 
@@ -177,6 +178,7 @@ public abstract class MoeModel
                 var router = s.RouterLogits.AsSpan(t * e, e);
                 Route(i, router, ids, weights);
                 Observer?.OnRouting(i, p0 + t, router, ids, weights);
+                Experts.ObserveRouting(i, router);
             }
             var moeOut = s.MoeOut.AsSpan(0, n * d);
             moeOut.Clear();

@@ -118,6 +118,24 @@ public sealed class CliTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void EvalAndCalibrateRunOnTheShippedModel()
+    {
+        string model = TrainedModelTests.ModelDir();
+        string text = P("text.txt");
+        File.WriteAllText(text, File.ReadAllText(Path.Combine(model, "valid.txt"))[..40_000]);
+        var (code, table, _) = Run("eval", "--model", model, "--text", text, "--max-tokens", "1500", "--lru-slots", "4,8");
+        Assert.Equal(0, code);
+        Assert.Contains("perplexity", table);
+        Assert.Contains("| LRU 4 | LRU 8 |", table);
+        string predictor = P("p.safetensors");
+        var (ccode, report, _) = Run("calibrate", "--model", model, "--text", text, "--out", predictor, "--max-tokens", "3000");
+        Assert.Equal(0, ccode);
+        Assert.Contains("next-gate", report);
+        Assert.True(File.Exists(predictor));
+        Assert.Equal(1, Run("calibrate", "--model", model, "--text", P("missing.txt")).Code);
+    }
+
+    [Fact]
     public void UsageErrorsExitWithTwo()
     {
         Assert.Equal(2, Run("inspect").Code);

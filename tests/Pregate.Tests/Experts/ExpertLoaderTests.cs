@@ -143,7 +143,7 @@ public sealed class ExpertLoaderTests(ITestOutputHelper output) : IDisposable
         ExpertCacheStats s = loader.Stats;
         Print(s);
         Assert.Equal(new ExpertCacheStats(Hits: 1, Misses: 0, Loads: 1, BytesRead: s.BytesRead, Evictions: 0, PrefetchLoads: 1,
-            PrefetchHits: 1, PrefetchesWasted: 0, PrefetchesCancelled: 0, Stall: TimeSpan.Zero), s);
+            PrefetchHits: 1, PrefetchesWasted: 0, PrefetchesCancelled: 0, Stall: TimeSpan.Zero, IoBusy: s.IoBusy), s);
 
         // A requested (demand) load that finished before the acquire is still a miss, but no stall.
         var other = new ExpertKey(1, 3);

@@ -1,0 +1,39 @@
+// Figures of the routed experts over a run: tokens, cache hits and misses, bytes read, stall and I/O busy time.
+// Subtract two snapshots for the figures of one stretch (a prompt, a decode loop).
+namespace Pregate.Experts;
+
+/// <summary>
+/// A snapshot of an expert runner's counters: <see cref="Tokens"/> run through the model, the loader's
+/// <see cref="Cache"/> counters, and <see cref="Elapsed"/> wall time since the runner was created. All zero for resident
+/// experts (nothing is cached or read).
+/// </summary>
+public readonly record struct ExpertStats(long Tokens, ExpertCacheStats Cache, TimeSpan Elapsed, long PredictionChecks = 0, long PredictionHits = 0)
+{
+    /// <summary>Cache hits / (hits + misses); 0 when no expert was used.</summary>
+    public double HitRate => Cache.HitRate;
+
+    /// <summary>Experts that had to be loaded when a layer needed them.</summary>
+    public long Misses => Cache.Misses;
+
+    /// <summary>Bytes read from the model files (4096-aligned ranges).</summary>
+    public long BytesRead => Cache.BytesRead;
+
+    /// <summary><see cref="BytesRead"/> / <see cref="Tokens"/>; 0 without tokens.</summary>
+    public double BytesPerToken => Tokens == 0 ? 0 : (double)Cache.BytesRead / Tokens;
+
+    /// <summary>Milliseconds per token that compute waited for expert reads; 0 without tokens.</summary>
+    public double StallMsPerToken => Tokens == 0 ? 0 : Cache.Stall.TotalMilliseconds / Tokens;
+
+    /// <summary>Fraction of <see cref="Elapsed"/> with at least one expert read in flight; 0 for an empty stretch.</summary>
+    public double IoBusyFraction => Elapsed <= TimeSpan.Zero ? 0 : Math.Min(1, Cache.IoBusy / Elapsed);
+
+    /// <summary>
+    /// Of the experts a decoded token's layers routed to, the fraction the predictor had guessed one layer earlier
+    /// (its top k + extra); null when no prediction was checked (no predictor, or prefill only).
+    /// </summary>
+    public double? PredictionRecall => PredictionChecks == 0 ? null : (double)PredictionHits / PredictionChecks;
+
+    /// <summary>Counter-wise difference: the figures between snapshot <paramref name="b"/> and the later <paramref name="a"/>.</summary>
+    public static ExpertStats operator -(ExpertStats a, ExpertStats b) =>
+        new(a.Tokens - b.Tokens, a.Cache - b.Cache, a.Elapsed - b.Elapsed, a.PredictionChecks - b.PredictionChecks, a.PredictionHits - b.PredictionHits);
+}

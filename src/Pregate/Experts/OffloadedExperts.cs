@@ -1,0 +1,334 @@
+// Routed experts kept in the model files and brought into a byte-budgeted RAM slot cache by the expert loader (O_DIRECT
+// reads), computed with the same SwiGLU kernels and accumulation order as the resident runner. Run-time correction as in
+// ExpertFlow: experts already cached are computed first while the missing ones load (dvmazur/mixtral-offloading's cache).
+using System.Diagnostics;
+using Pregate.Core;
+using Pregate.Experts.Prediction;
+using Pregate.Formats;
+using Pregate.Kernels;
+using Pregate.Models;
+
+namespace Pregate.Experts;
+
+/// <summary>Settings of an <see cref="OffloadedExperts"/> runner.</summary>
+public sealed record OffloadOptions
+{
+    /// <summary>Bytes the slot pool may take; buys <c>floor(budget / slot bytes)</c> slots, at most one per expert.</summary>
+    public required long BudgetBytes { get; init; }
+
+    public EvictionPolicyKind Policy { get; init; } = EvictionPolicyKind.Lru;
+
+    public ExpertLoaderOptions Loader { get; init; } = new();
+
+    /// <summary>Guesses later layers' experts after each attention so their reads start early; null: load on demand only.</summary>
+    public IExpertPredictor? Predictor { get; init; }
+
+    /// <summary>How many layers ahead to prefetch (1 or 2; at most the predictor's reach).</summary>
+    public int Lookahead { get; init; } = 1;
+
+    /// <summary>Guesses beyond top-k to prefetch (top k + extra).</summary>
+    public int PredictExtra { get; init; }
+}
+
+/// <summary>
+/// An <see cref="IExpertRunner"/> that reads experts from the checkpoint's files into an <see cref="ExpertCache"/> instead of
+/// through the memory map. For each layer it requests every routed expert at once, computes the cached ones while the rest
+/// load, and accumulates <c>y += w_j · expert_j(x)</c> in the order of the ids, so its results are bit-identical to
+/// <see cref="ResidentExperts"/>. The expert ranges are never read through the checkpoint's memory map: construction
+/// advises the kernel not to read ahead around the resident tensors (do it before the model reads any weight, as
+/// <c>ModelSession</c> does). One sequence at a time: <see cref="Run"/> is not reentrant. Dispose to stop the I/O threads
+/// and free the slots.
+/// </summary>
+public sealed class OffloadedExperts : IExpertRunner, IDisposable
+{
+    private static readonly TensorRole[] PartRoles = [TensorRole.ExpertGate, TensorRole.ExpertUp, TensorRole.ExpertDown];
+
+    private readonly record struct MatrixShape(DType Type, int Rows, int Cols);
+
+    private readonly ExpertLoader _loader;
+    private readonly MatrixShape[] _shapes;   // [(layer · E + expert) · 3 + part]: gate [F, D], up [F, D], down [D, F]
+    private readonly int _expertCount;
+    private readonly ExpertKey[] _keys;       // [k] the experts of the current layer
+    private readonly bool[] _done;            // [k]
+    private readonly float[][] _early;        // [k][D] outputs computed before their turn to be accumulated
+    private readonly long _created;
+    private long _tokens;
+    private int _lastLayer = int.MaxValue;
+    private long _computedAheadOfTurn;
+    private readonly IExpertPredictor? _predictor;
+    private readonly int _lookahead, _guesses;
+    private readonly float[] _scores;            // [E]
+    private readonly int[] _guessIds;            // [k + extra]
+    private readonly float[] _guessValues;
+    private readonly bool[][] _predicted;        // [layer][E] guessed for this token's pass through that layer
+    private readonly bool[] _hasPrediction;      // [layer]
+    private long _predictionChecks, _predictionHits;
+    private ExpertKey[] _blockKeys = [];        // [distinct experts of a block]
+    private bool[] _blockDone = [];
+    private float[] _slotOut = [];              // [pairs, D] each (token, j) output of a block, grouped by expert
+    private ActivationQ8? _groupInput;          // [tokens of one expert, D]
+
+    /// <summary>Offloads the routed experts of <paramref name="ck"/> (see <see cref="LayoutOf"/>).</summary>
+    /// <exception cref="ArgumentException">The budget buys fewer slots than the experts one layer uses (the message names the minimum).</exception>
+    /// <exception cref="ModelFormatException">An expert lies outside its file.</exception>
+    public OffloadedExperts(Checkpoint ck, OffloadOptions options) : this(ck, LayoutOf(ck), options)
+    {
+    }
+
+    /// <summary>Offloads the routed experts of <paramref name="ck"/> described by <paramref name="layout"/> (from <see cref="LayoutOf"/>).</summary>
+    /// <exception cref="ArgumentException">The layout does not fit the model, or the budget is below <see cref="MinimumBudgetBytes"/>.</exception>
+    public OffloadedExperts(Checkpoint ck, ExpertLayout layout, OffloadOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(ck);
+        ArgumentNullException.ThrowIfNull(layout);
+        ArgumentNullException.ThrowIfNull(options);
+        var c = ck.Config;
+        if (layout.LayerCount != c.NumLayers || layout.ExpertCount != c.NumExperts || layout.PartCount != PartRoles.Length)
+            throw new ArgumentException($"The layout has {layout.LayerCount} layers × {layout.ExpertCount} experts of {layout.PartCount} parts; " +
+                $"the model needs {c.NumLayers} × {c.NumExperts} of {PartRoles.Length}.", nameof(layout));
+        int topK = c.NumExpertsUsed;
+        int slots = SlotPool.SlotCountForBudget(options.BudgetBytes, layout.SlotBytes, topK, checked(c.NumLayers * c.NumExperts));
+        _expertCount = c.NumExperts;
+        _shapes = new MatrixShape[checked(c.NumLayers * c.NumExperts * PartRoles.Length)];
+        for (int l = 0; l < c.NumLayers; l++)
+            for (int e = 0; e < c.NumExperts; e++)
+                for (int p = 0; p < PartRoles.Length; p++)
+                {
+                    var v = ck.GetExpert(PartRoles[p], l, e);
+                    _shapes[(l * c.NumExperts + e) * PartRoles.Length + p] = new MatrixShape(v.Type, checked((int)v.Shape[0]), checked((int)v.Shape[1]));
+                }
+        DirectIo = options.Loader.AllowDirectIo && layout.Files.All(f =>
+        {
+            using var probe = new DirectFileReader(f, allowDirect: true);
+            return probe.IsDirect;
+        });
+        BudgetBytes = options.BudgetBytes;
+        Policy = options.Policy;
+        ResidentWeightAdvice.Apply(ck);
+        var pool = new SlotPool(layout.SlotBytes, slots);
+        try
+        {
+            _loader = new ExpertLoader(layout, new ExpertCache(pool, EvictionPolicy.Create(options.Policy, c.NumLayers, c.NumExperts)), options.Loader);
+        }
+        catch
+        {
+            pool.Dispose();
+            throw;
+        }
+        _keys = new ExpertKey[topK];
+        _done = new bool[topK];
+        _early = new float[topK][];
+        for (int j = 0; j < topK; j++) _early[j] = new float[c.HiddenSize];
+        _predictor = options.Predictor;
+        if (_predictor is not null && (options.Lookahead < 1 || options.Lookahead > _predictor.MaxLookahead))
+            throw new ArgumentException($"lookahead must be between 1 and {_predictor.MaxLookahead} for this predictor, not {options.Lookahead}", nameof(options));
+        if (options.PredictExtra < 0 || topK + options.PredictExtra > c.NumExperts)
+            throw new ArgumentException($"predict-extra must be between 0 and {c.NumExperts - topK}, not {options.PredictExtra}", nameof(options));
+        _lookahead = options.Lookahead;
+        _guesses = topK + options.PredictExtra;
+        _scores = new float[c.NumExperts];
+        _guessIds = new int[_guesses];
+        _guessValues = new float[_guesses];
+        _predicted = Enumerable.Range(0, c.NumLayers).Select(_ => new bool[c.NumExperts]).ToArray();
+        _hasPrediction = new bool[c.NumLayers];
+        _created = Stopwatch.GetTimestamp();
+    }
+
+    /// <summary>
+    /// Prefetches the experts the predictor expects layers layer+1 … layer+lookahead to route the block to (each token's
+    /// top k + extra guesses), and remembers the next layer's guesses to measure recall when it runs.
+    /// </summary>
+    public void AfterAttention(int layer, ReadOnlySpan<float> hidden, int tokens)
+    {
+        if (_predictor is null) return;
+        int d = hidden.Length / Math.Max(tokens, 1);
+        for (int a = 1; a <= _lookahead; a++)
+        {
+            int target = layer + a;
+            if (target >= _predicted.Length) break;
+            if (a == 1)
+            {
+                Array.Clear(_predicted[target]);
+                _hasPrediction[target] = tokens == 1;
+            }
+            for (int t = 0; t < tokens; t++)
+            {
+                if (!_predictor.Score(layer, a, hidden.Slice(t * d, d), _scores)) break;
+                ElementOps.TopK(_scores, _guesses, _guessIds, _guessValues);
+                foreach (int e in _guessIds)
+                {
+                    if (a == 1) _predicted[target][e] = true;
+                    _loader.Prefetch(new ExpertKey(target, e));
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Where each routed expert's bytes lie: expert (l, e) has three parts, gate [F, D], up [F, D] and down [D, F], each the
+    /// matrix's range in its file (GGUF: a slice of the stacked <c>ffn_*_exps</c> tensors; HF: the expert's own tensors, in
+    /// whichever shard holds them).
+    /// </summary>
+    /// <exception cref="ModelFormatException">An expert lies outside its file.</exception>
+    public static ExpertLayout LayoutOf(Checkpoint ck)
+    {
+        ArgumentNullException.ThrowIfNull(ck);
+        var c = ck.Config;
+        var extents = new ExpertExtent[checked(c.NumLayers * c.NumExperts)];
+        for (int l = 0; l < c.NumLayers; l++)
+            for (int e = 0; e < c.NumExperts; e++)
+            {
+                var parts = new ExpertPart[PartRoles.Length];
+                for (int p = 0; p < parts.Length; p++)
+                {
+                    var v = ck.GetExpert(PartRoles[p], l, e);
+                    var (file, offset) = ck.Locate(v);
+                    parts[p] = new ExpertPart(file, offset, v.ByteLength);
+                }
+                extents[l * c.NumExperts + e] = new ExpertExtent(parts);
+            }
+        return new ExpertLayout(c.NumLayers, c.NumExperts, extents);
+    }
+
+    /// <summary>The smallest budget a model with this layout accepts: <paramref name="topK"/> slots (one layer's experts at once).</summary>
+    public static long MinimumBudgetBytes(ExpertLayout layout, int topK)
+    {
+        ArgumentNullException.ThrowIfNull(layout);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(topK);
+        return checked(topK * DirectFileReader.AlignUp(layout.SlotBytes));
+    }
+
+    public ExpertLayout Layout => _loader.Layout;
+
+    /// <summary>The budget the runner was given.</summary>
+    public long BudgetBytes { get; }
+
+    /// <summary>Experts the cache holds at once.</summary>
+    public int SlotCount => _loader.SlotCount;
+
+    /// <summary>Bytes of one slot (the largest expert, its reads aligned to 4096 bytes).</summary>
+    public long SlotBytes => DirectFileReader.AlignUp(_loader.Layout.SlotBytes);
+
+    public EvictionPolicyKind Policy { get; }
+
+    /// <summary>True when every expert file is read with O_DIRECT (bypassing the page cache).</summary>
+    public bool DirectIo { get; }
+
+    /// <summary>Counters since the runner was created; tokens are counted as the layer number wraps around.</summary>
+    public ExpertStats Stats => new(Interlocked.Read(ref _tokens), _loader.Stats, Stopwatch.GetElapsedTime(_created), _predictionChecks, _predictionHits);
+
+    /// <summary>Feeds the router's probabilities to the eviction policy (the score policy uses them).</summary>
+    public void ObserveRouting(int layer, ReadOnlySpan<float> probabilities) => _loader.ObserveRouting(layer, probabilities);
+
+    /// <summary>
+    /// y += Σ_j weights[j] · expert(layer, ids[j])(x), accumulated in the order of <paramref name="ids"/>. Requests every
+    /// expert, computes whichever is cached first and waits only when none is; outputs computed ahead of their turn wait
+    /// in a buffer.
+    /// </summary>
+    /// <exception cref="ArgumentException">More ids than the model's top-k, or ids and weights of different lengths.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A layer or expert outside the model.</exception>
+    /// <exception cref="ExpertLoadException">Reading an expert failed.</exception>
+    public void Run(int layer, ReadOnlySpan<int> ids, ReadOnlySpan<float> weights, ActivationQ8 x, Span<float> y, ExpertScratch scratch, WorkerTeam? team)
+    {
+        int n = ids.Length;
+        if (n > _keys.Length) throw new ArgumentException($"{n} experts requested; the model routes to at most {_keys.Length}.", nameof(ids));
+        if (weights.Length != n) throw new ArgumentException($"{n} ids but {weights.Length} weights.", nameof(weights));
+        if (layer <= _lastLayer) Interlocked.Increment(ref _tokens);
+        _lastLayer = layer;
+        _loader.BeginLayer(layer);
+        var keys = _keys.AsSpan(0, n);
+        for (int j = 0; j < n; j++) keys[j] = new ExpertKey(layer, ids[j]);
+        _loader.Request(keys);
+        if (_hasPrediction[layer])
+        {
+            _hasPrediction[layer] = false;
+            _predictionChecks += n;
+            foreach (int id in ids) if (_predicted[layer][id]) _predictionHits++;
+        }
+
+        var done = _done.AsSpan(0, n);
+        done.Clear();
+        int next = 0; // the next output to accumulate
+        for (int left = n; left > 0; left--)
+        {
+            int j = -1;
+            ExpertLease? lease = null;
+            for (int i = next; i < n && j < 0; i++)
+                if (!done[i] && _loader.TryAcquire(keys[i], out lease)) j = i;
+            if (j < 0) lease = _loader.Acquire(keys[j = next]); // nothing cached: wait for the one needed first
+            using (lease) SwiGlu.Run(WeightsOf(lease!), x, scratch, team);
+            done[j] = true;
+            var output = scratch.Out.AsSpan(0, y.Length);
+            if (j != next)
+            {
+                _computedAheadOfTurn++;
+                output.CopyTo(_early[j]);
+                continue;
+            }
+            ElementOps.WeightedAdd(y, weights[next++], output);
+            for (; next < n && done[next]; next++) ElementOps.WeightedAdd(y, weights[next], _early[next].AsSpan(0, y.Length));
+        }
+    }
+
+    /// <summary>
+    /// A block of tokens (prefill): groups the (token, j) pairs by expert, requests the block's experts, computes each expert
+    /// once over all its tokens — cached experts first, then the rest as they load — and combines per token in j order with
+    /// the same kernels as <see cref="ResidentExperts.RunBatch"/>, so results stay bit-identical.
+    /// </summary>
+    public void RunBatch(int layer, ReadOnlySpan<int> ids, ReadOnlySpan<float> weights, ActivationQ8 x, Span<float> y, ExpertScratch scratch, WorkerTeam? team)
+    {
+        int tokens = x.Tokens;
+        if (tokens == 1)
+        {
+            Run(layer, ids, weights, x, y, scratch, team);
+            return;
+        }
+        ExpertGrouping.ExpertsPerToken(ids, weights, x, y);
+        if (layer <= _lastLayer) Interlocked.Add(ref _tokens, tokens);
+        _lastLayer = layer;
+        _loader.BeginLayer(layer);
+        var g = scratch.Grouping;
+        g.Build(ids, tokens);
+        int d = x.Cols, count = g.Count;
+        if (_blockKeys.Length < count) _blockKeys = new ExpertKey[_expertCount];
+        if (_blockDone.Length < count) _blockDone = new bool[_expertCount];
+        if (_slotOut.Length < g.Pairs * d) _slotOut = new float[g.Pairs * d];
+        if (_groupInput is null || _groupInput.MaxTokens < tokens || _groupInput.MaxCols < d) _groupInput = new ActivationQ8(d, tokens);
+        var keys = _blockKeys.AsSpan(0, count);
+        var done = _blockDone.AsSpan(0, count);
+        done.Clear();
+        for (int i = 0; i < count; i++) keys[i] = new ExpertKey(layer, g.Experts[i]);
+        _loader.Request(keys[..Math.Min(count, SlotCount)]); // more would wait for slots this block is still using
+        for (int pass = 0; pass < 2; pass++)
+            for (int i = 0; i < count; i++)
+            {
+                if (done[i]) continue;
+                ExpertLease? lease;
+                if (pass == 0)
+                {
+                    if (!_loader.TryAcquire(keys[i], out lease)) continue;
+                }
+                else lease = _loader.Acquire(keys[i]);
+                int first = g.Starts[i], n = g.Starts[i + 1] - first;
+                _groupInput.LoadRows(x.Values(), d, g.SlotToken.Slice(first, n));
+                using (lease) SwiGlu.Run(WeightsOf(lease!), _groupInput, scratch, team);
+                scratch.Out.AsSpan(0, n * d).CopyTo(_slotOut.AsSpan(first * d, n * d));
+                done[i] = true;
+            }
+        g.Combine(weights, _slotOut.AsSpan(0, g.Pairs * d), y, tokens);
+    }
+
+    /// <summary>Experts computed before an earlier one of the same layer (cached while the earlier one loaded).</summary>
+    internal long ComputedAheadOfTurn => _computedAheadOfTurn;
+
+    public void Dispose() => _loader.Dispose();
+
+    private ExpertWeights WeightsOf(ExpertLease lease)
+    {
+        int at = (lease.Key.Layer * _expertCount + lease.Key.Expert) * PartRoles.Length;
+        return new ExpertWeights(Matrix(_shapes[at], lease.PartPointer(0)), Matrix(_shapes[at + 1], lease.PartPointer(1)),
+            Matrix(_shapes[at + 2], lease.PartPointer(2)));
+    }
+
+    private static WeightMatrix Matrix(MatrixShape s, nint data) => new(s.Type, s.Rows, s.Cols, data);
+}

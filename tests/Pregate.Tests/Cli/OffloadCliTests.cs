@@ -1,0 +1,95 @@
+// The engine options of offloading on the command line: run --expert-memory 30% --stats, logits identical with and
+// without offloading, the placement line on stderr, and clear errors for bad budgets, policies and miss policies.
+using System.Text.Json;
+using Xunit.Abstractions;
+
+namespace Pregate.Tests.Cli;
+
+public sealed class OffloadCliTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("pregate-offload-cli-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var o = new StringWriter();
+        var e = new StringWriter();
+        int code = Pregate.Cli.Cli.Run(args, o, e);
+        output.WriteLine($"$ pregate {string.Join(' ', args)} -> {code}");
+        if (e.ToString().Length > 0) output.WriteLine("stderr: " + e.ToString().Trim());
+        return (code, o.ToString(), e.ToString());
+    }
+
+    private string Tiny()
+    {
+        string path = Path.Combine(_dir, "tiny.gguf");
+        Assert.Equal(0, Run("synth", "--shape", "tiny", "--out", path).Code);
+        return path;
+    }
+
+    [Fact]
+    public void RunWithAnExpertBudgetPrintsThePlacementAndStatistics()
+    {
+        string path = Tiny();
+        var (code, text, err) = Run("run", "--model", path, "--prompt", "Hello", "-n", "12", "--temperature", "0",
+            "--expert-memory", "30%", "--cache", "lfu", "--stats");
+        Assert.Equal(0, code);
+        Assert.StartsWith("Hello", text);
+        Assert.Contains("experts: offloaded, budget", err);
+        Assert.Contains("policy lfu", err);
+        Assert.Matches(@"experts: \d+\.\d% hits \(\d+ misses of \d+ uses over \d+ tokens\), .+ read \(.+/token\), stall .+ ms/token, I/O busy \d+%", err);
+
+        var (rcode, _, rerr) = Run("run", "--model", path, "--prompt", "Hello", "-n", "4", "--expert-memory", "all", "--stats");
+        Assert.Equal(0, rcode);
+        Assert.Contains("experts: resident (all ", rerr);
+        Assert.Contains("experts: resident, no expert I/O", rerr);
+    }
+
+    [Fact]
+    public void LogitsAreTheSameTextWithAndWithoutOffloading()
+    {
+        string path = Tiny();
+        const string tokens = "1,5,9,33,100,7,250,3,3,3,17,200";
+        var (code, resident, _) = Run("logits", "--model", path, "--tokens", tokens, "--expert-memory", "all");
+        Assert.Equal(0, code);
+        foreach (string budget in new[] { "30%", "60%", "100%" })
+            foreach (string policy in new[] { "lru", "score" })
+            {
+                var (c, offloaded, err) = Run("logits", "--model", path, "--tokens", tokens, "--expert-memory", budget, "--cache", policy);
+                Assert.Equal(0, c);
+                Assert.Contains("experts: offloaded", err);
+                Assert.Equal(resident, offloaded);
+            }
+        Assert.Equal(12, JsonDocument.Parse(resident).RootElement.GetProperty("logits").GetArrayLength());
+
+        var (scode, withStats, serr) = Run("logits", "--model", path, "--tokens", tokens, "--expert-memory", "30%", "--stats");
+        Assert.Equal(0, scode);
+        Assert.Equal(resident, withStats);
+        Assert.Matches(@"forward: 12 tokens in \d+\.\d+ s, \d+\.\d+ tok/s", serr);
+        Assert.Contains("over 12 tokens", serr);
+    }
+
+    [Fact]
+    public void BadOffloadOptionsAreUserErrors()
+    {
+        string path = Tiny();
+        var cases = new (string[] Args, string Expect)[]
+        {
+            (["run", "--model", path, "--expert-memory", "lots"], "--expert-memory: 'lots' is not a size"),
+            (["run", "--model", path, "--expert-memory", "150%"], "at most 100%"),
+            (["run", "--model", path, "--expert-memory", "1KiB"], "minimum"),
+            (["logits", "--model", path, "--tokens", "1", "--expert-memory", "1%"], "minimum"),
+            (["run", "--model", path, "--cache", "fifo"], "--cache must be lru, lfu or score"),
+            (["run", "--model", path, "--on-miss", "compute"], "only load"),
+            (["run", "--model", path, "--on-miss", "later"], "--on-miss must be load"),
+        };
+        foreach (var (args, expect) in cases)
+        {
+            var (code, _, err) = Run(args);
+            Assert.Equal(1, code);
+            Assert.Contains(expect, err);
+            Assert.DoesNotContain("   at ", err);
+        }
+    }
+}
