@@ -127,7 +127,8 @@ public static unsafe class MatMul
                 job.Execute(0, rows);
                 return;
             }
-            team.Run(ref job, rows, MinChunk(work / rows));
+            // Products of uneven cost (experts with more or fewer tokens) balance better in finer chunks.
+            team.Run(ref job, rows, MinChunk(work / rows), count > 1 ? 16 : 4);
         }
     }
 
@@ -195,7 +196,7 @@ public static unsafe class MatMul
         }
 
         /// <summary>Longest fp16 row widened on the stack (64 KiB of floats), and the floats a tile of widened rows aims for.</summary>
-        private const int MaxWidenedCols = 16384, WidenedTileFloats = 8192;
+        private const int MaxWidenedCols = 16384, WidenedTileFloats = 4096;
 
         /// <summary>Rows this many bytes of weights at a time are reused across all tokens while they sit in L2.</summary>
         private const int RowTileBytes = 16 * 1024;
@@ -217,47 +218,80 @@ public static unsafe class MatMul
             {
                 int r1 = Math.Min(end, r0 + rowTile);
                 int t = 0;
-                for (; t + 4 <= Tokens; t += 4)
+                for (; t + 4 <= Tokens; t += 4) Q8_0TilePass(r0, r1, t, 4, nb, tile);
+                // Two or three vectors left: a tile pass with the last vector repeated beats one row dot per vector.
+                if (Tokens - t >= 2)
                 {
-                    var x0 = (BlockQ8_0*)(X + t * XStride);
-                    var x1 = (BlockQ8_0*)(X + (t + 1) * XStride);
-                    var x2 = (BlockQ8_0*)(X + (t + 2) * XStride);
-                    var x3 = (BlockQ8_0*)(X + (t + 3) * XStride);
-                    int r = r0;
-                    for (; r + 2 <= r1; r += 2)
-                    {
-                        if (AvxVnni.IsSupported) VecDot.Q8_0VnniTile2x4((BlockQ8_0*)W.Row(r), (BlockQ8_0*)W.Row(r + 1), x0, x1, x2, x3, nb, tile);
-                        else VecDot.Q8_0Avx2Tile2x4((BlockQ8_0*)W.Row(r), (BlockQ8_0*)W.Row(r + 1), x0, x1, x2, x3, nb, tile);
-                        for (int i = 0; i < 4; i++)
-                        {
-                            Y[(long)(t + i) * rows + r] = tile[i];
-                            Y[(long)(t + i) * rows + r + 1] = tile[4 + i];
-                        }
-                    }
-                    for (; r < r1; r++)
-                        for (int i = 0; i < 4; i++)
-                            Y[(long)(t + i) * rows + r] = VecDot.Q8_0Avx2((BlockQ8_0*)W.Row(r), (BlockQ8_0*)(X + (t + i) * XStride), nb);
+                    Q8_0TilePass(r0, r1, t, Tokens - t, nb, tile);
+                    t = Tokens;
                 }
                 for (; t < Tokens; t++) Q8_0Rows4(r0, r1, t, nb, tile);
             }
         }
 
-        // fp16 rows widened once per tile of rows (on the stack, ≤ 32 KiB unless one row is longer), then dotted with every
+        // Rows [r0, r1) against vectors t .. t+count−1 (count 2..4; missing vectors repeat the last and are not stored).
+        private readonly void Q8_0TilePass(int r0, int r1, int t, int count, int nb, float* tile)
+        {
+            int rows = W.Rows;
+            var x0 = (BlockQ8_0*)(X + t * XStride);
+            var x1 = (BlockQ8_0*)(X + (t + 1) * XStride);
+            var x2 = (BlockQ8_0*)(X + (t + Math.Min(2, count - 1)) * XStride);
+            var x3 = (BlockQ8_0*)(X + (t + Math.Min(3, count - 1)) * XStride);
+            int r = r0;
+            for (; r + 2 <= r1; r += 2)
+            {
+                if (AvxVnni.IsSupported) VecDot.Q8_0VnniTile2x4((BlockQ8_0*)W.Row(r), (BlockQ8_0*)W.Row(r + 1), x0, x1, x2, x3, nb, tile);
+                else VecDot.Q8_0Avx2Tile2x4((BlockQ8_0*)W.Row(r), (BlockQ8_0*)W.Row(r + 1), x0, x1, x2, x3, nb, tile);
+                for (int i = 0; i < count; i++)
+                {
+                    Y[(long)(t + i) * rows + r] = tile[i];
+                    Y[(long)(t + i) * rows + r + 1] = tile[4 + i];
+                }
+            }
+            for (; r < r1; r++)
+                for (int i = 0; i < count; i++)
+                    Y[(long)(t + i) * rows + r] = VecDot.Q8_0Avx2((BlockQ8_0*)W.Row(r), (BlockQ8_0*)(X + (t + i) * XStride), nb);
+        }
+
+        // fp16 rows widened once per tile of rows (on the stack, ≤ 16 KiB unless one row is longer), then dotted with every
         // vector, eight vectors at a time so the tile and those vectors stay in cache.
         private readonly void F16Widened(int start, int end)
         {
             int cols = W.Cols, rows = W.Rows;
             int tileRows = Math.Max(1, WidenedTileFloats / cols);
             float* wide = stackalloc float[tileRows * cols];
+            float* quad = stackalloc float[4];
             for (int r0 = start; r0 < end; r0 += tileRows)
             {
                 int r1 = Math.Min(end, r0 + tileRows);
                 for (int r = r0; r < r1; r++)
-                    Fp16.ToFloat(new ReadOnlySpan<ushort>(W.Row(r), cols), new Span<float>(wide + (r - r0) * cols, cols));
+                    VecDot.WidenF16Row((ushort*)W.Row(r), wide + (r - r0) * cols, cols);
                 for (int t0 = 0; t0 < Tokens; t0 += TokenBlock)
                 {
                     int t1 = Math.Min(Tokens, t0 + TokenBlock);
-                    for (int r = r0; r < r1; r++)
+                    int r = r0;
+                    if (Avx512F.VL.IsSupported)
+                    {
+                        for (; r + 2 <= r1; r += 2)
+                        {
+                            float* w0 = wide + (r - r0) * cols;
+                            int t = t0;
+                            for (; t + 2 <= t1; t += 2)
+                            {
+                                VecDot.F16WidenedVector256x2x2(w0, w0 + cols, (float*)(X + t * XStride), (float*)(X + (t + 1) * XStride), cols, quad);
+                                Y[(long)t * rows + r] = quad[0];
+                                Y[(long)(t + 1) * rows + r] = quad[1];
+                                Y[(long)t * rows + r + 1] = quad[2];
+                                Y[(long)(t + 1) * rows + r + 1] = quad[3];
+                            }
+                            if (t < t1)
+                            {
+                                Y[(long)t * rows + r] = VecDot.F16WidenedVector256(w0, (float*)(X + t * XStride), cols);
+                                Y[(long)t * rows + r + 1] = VecDot.F16WidenedVector256(w0 + cols, (float*)(X + t * XStride), cols);
+                            }
+                        }
+                    }
+                    for (; r < r1; r++)
                     {
                         float* w = wide + (r - r0) * cols;
                         int t = t0;

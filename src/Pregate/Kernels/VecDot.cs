@@ -120,6 +120,7 @@ public static unsafe partial class VecDot
 
     internal static float F16(ushort* w, float* x, int n)
     {
+        if (Vector512.IsHardwareAccelerated) return F16Vector512(w, x, n);
         if (Vector256.IsHardwareAccelerated) return F16Vector256(w, x, n);
         if (Vector128.IsHardwareAccelerated) return F16Vector128(w, x, n);
         return F16Scalar(w, x, n);
@@ -204,6 +205,121 @@ public static unsafe partial class VecDot
         y0 = (float)sum0;
         y1 = (float)sum1;
     }
+
+    /// <summary>
+    /// Four <see cref="F16WidenedVector256"/> products, two widened rows × two vectors (y[r·2 + t]): each load serves two
+    /// products. Its 16 accumulators want the 32 vector registers of AVX-512VL.
+    /// </summary>
+    internal static void F16WidenedVector256x2x2(float* w0, float* w1, float* x0, float* x1, int n, float* y)
+    {
+        int np = n & ~31;
+        Vector256<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        Vector256<float> t0 = default, t1 = default, t2 = default, t3 = default;
+        Vector256<float> u0 = default, u1 = default, u2 = default, u3 = default;
+        Vector256<float> v0 = default, v1 = default, v2 = default, v3 = default;
+        for (int i = 0; i < np; i += 32)
+        {
+            var a = Vector256.Load(w0 + i);
+            var b = Vector256.Load(w1 + i);
+            var p = Vector256.Load(x0 + i);
+            var q = Vector256.Load(x1 + i);
+            s0 = MulAdd(a, p, s0); t0 = MulAdd(a, q, t0); u0 = MulAdd(b, p, u0); v0 = MulAdd(b, q, v0);
+            a = Vector256.Load(w0 + i + 8);
+            b = Vector256.Load(w1 + i + 8);
+            p = Vector256.Load(x0 + i + 8);
+            q = Vector256.Load(x1 + i + 8);
+            s1 = MulAdd(a, p, s1); t1 = MulAdd(a, q, t1); u1 = MulAdd(b, p, u1); v1 = MulAdd(b, q, v1);
+            a = Vector256.Load(w0 + i + 16);
+            b = Vector256.Load(w1 + i + 16);
+            p = Vector256.Load(x0 + i + 16);
+            q = Vector256.Load(x1 + i + 16);
+            s2 = MulAdd(a, p, s2); t2 = MulAdd(a, q, t2); u2 = MulAdd(b, p, u2); v2 = MulAdd(b, q, v2);
+            a = Vector256.Load(w0 + i + 24);
+            b = Vector256.Load(w1 + i + 24);
+            p = Vector256.Load(x0 + i + 24);
+            q = Vector256.Load(x1 + i + 24);
+            s3 = MulAdd(a, p, s3); t3 = MulAdd(a, q, t3); u3 = MulAdd(b, p, u3); v3 = MulAdd(b, q, v3);
+        }
+        double r00 = Reduce(s0, s1, s2, s3), r01 = Reduce(t0, t1, t2, t3), r10 = Reduce(u0, u1, u2, u3), r11 = Reduce(v0, v1, v2, v3);
+        for (int i = np; i < n; i++)
+        {
+            r00 += w0[i] * x0[i];
+            r01 += w0[i] * x1[i];
+            r10 += w1[i] * x0[i];
+            r11 += w1[i] * x1[i];
+        }
+        y[0] = (float)r00;
+        y[1] = (float)r01;
+        y[2] = (float)r10;
+        y[3] = (float)r11;
+    }
+
+    /// <summary>
+    /// <see cref="F16Vector256"/> with the fp16 → fp32 widening done 16 lanes at a time (decode streams fp16 weights and
+    /// the widening is most of its work); the products, the four 8-wide accumulators and their order are unchanged, so
+    /// the result is the same bits.
+    /// </summary>
+    internal static float F16Vector512(ushort* w, float* x, int n)
+    {
+        int np = n & ~31;
+        Vector256<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        var expMask = Vector512.Create((ushort)0x7C00);
+        for (int i = 0; i < np; i += 32)
+        {
+            var h = Vector512.Load(w + i);
+            var e = h & expMask;
+            if ((Vector512.Equals(e, Vector512<ushort>.Zero) | Vector512.Equals(e, expMask)) == Vector512<ushort>.Zero)
+            {
+                var lo = WidenNormalHalf(Vector512.WidenLower(h));
+                var hi = WidenNormalHalf(Vector512.WidenUpper(h));
+                s0 = MulAdd(lo.GetLower(), Vector256.Load(x + i), s0);
+                s1 = MulAdd(lo.GetUpper(), Vector256.Load(x + i + 8), s1);
+                s2 = MulAdd(hi.GetLower(), Vector256.Load(x + i + 16), s2);
+                s3 = MulAdd(hi.GetUpper(), Vector256.Load(x + i + 24), s3);
+            }
+            else
+            {
+                var h0 = h.GetLower();
+                var h1 = h.GetUpper();
+                s0 = MulAdd(Fp16.Widen(Vector256.WidenLower(h0)), Vector256.Load(x + i), s0);
+                s1 = MulAdd(Fp16.Widen(Vector256.WidenUpper(h0)), Vector256.Load(x + i + 8), s1);
+                s2 = MulAdd(Fp16.Widen(Vector256.WidenLower(h1)), Vector256.Load(x + i + 16), s2);
+                s3 = MulAdd(Fp16.Widen(Vector256.WidenUpper(h1)), Vector256.Load(x + i + 24), s3);
+            }
+        }
+        double sum = Reduce(s0, s1, s2, s3);
+        for (int i = np; i < n; i++) sum += Fp16.ToFloat(w[i]) * x[i];
+        return (float)sum;
+    }
+
+    /// <summary>
+    /// dst[i] = fp16 w[i] as fp32 (exact): groups of 32 normal numbers with integer ops 16 lanes at a time, anything else
+    /// through <see cref="Fp16.ToFloat(ReadOnlySpan{ushort}, Span{float})"/>. Used to widen a row once for many vectors.
+    /// </summary>
+    internal static void WidenF16Row(ushort* w, float* dst, int n)
+    {
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var expMask = Vector512.Create((ushort)0x7C00);
+            for (; i + 32 <= n; i += 32)
+            {
+                var h = Vector512.Load(w + i);
+                var e = h & expMask;
+                if ((Vector512.Equals(e, Vector512<ushort>.Zero) | Vector512.Equals(e, expMask)) == Vector512<ushort>.Zero)
+                {
+                    WidenNormalHalf(Vector512.WidenLower(h)).Store(dst + i);
+                    WidenNormalHalf(Vector512.WidenUpper(h)).Store(dst + i + 16);
+                }
+                else Fp16.ToFloat(new ReadOnlySpan<ushort>(w + i, 32), new Span<float>(dst + i, 32));
+            }
+        }
+        Fp16.ToFloat(new ReadOnlySpan<ushort>(w + i, n - i), new Span<float>(dst + i, n - i));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> WidenNormalHalf(Vector512<uint> h) =>
+        ((((h & Vector512.Create(0x7FFFu)) << 13) + Vector512.Create(0x38000000u)) | ((h & Vector512.Create(0x8000u)) << 16)).AsSingle();
 
     // True when no lane of a or b has a zero or all-ones exponent (zero, subnormal, inf, NaN).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

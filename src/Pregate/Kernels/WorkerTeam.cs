@@ -64,11 +64,12 @@ public sealed unsafe class WorkerTeam : IDisposable
     public int ThreadCount { get; }
 
     /// <summary>
-    /// Runs <paramref name="job"/> over rows [0, <paramref name="rows"/>) split into chunks of at least
-    /// <paramref name="minChunk"/> rows on all threads, and returns when every row is done. The first exception thrown
+    /// Runs <paramref name="job"/> over rows [0, <paramref name="rows"/>) split into about
+    /// <paramref name="chunksPerThread"/> chunks per thread (more chunks balance rows of uneven cost), each of at least
+    /// <paramref name="minChunk"/> rows, on all threads, and returns when every row is done. The first exception thrown
     /// on any thread is rethrown here (chunks not yet started are skipped). The job is shared by reference during the call.
     /// </summary>
-    public void Run<TJob>(ref TJob job, int rows, int minChunk = 1) where TJob : struct, IRowJob
+    public void Run<TJob>(ref TJob job, int rows, int minChunk = 1, int chunksPerThread = 4) where TJob : struct, IRowJob
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentOutOfRangeException.ThrowIfNegative(rows);
@@ -77,7 +78,8 @@ public sealed unsafe class WorkerTeam : IDisposable
             throw new InvalidOperationException("WorkerTeam.Run is already in progress (concurrent or nested call)");
         try
         {
-            int chunk = Math.Max(Math.Max(1, minChunk), (rows + ThreadCount * 4 - 1) / (ThreadCount * 4));
+            int chunks = ThreadCount * Math.Max(1, chunksPerThread);
+            int chunk = Math.Max(Math.Max(1, minChunk), (rows + chunks - 1) / chunks);
             if (_workers.Length == 0 || rows <= chunk)
             {
                 job.Execute(0, rows);

@@ -1,5 +1,5 @@
 // The mat-mul's shared-load tiles (Q8_0 4 rows × 1 vector, 2 rows × 4 vectors with AVX2 and with AVX-VNNI; fp16 rows
-// widened once) against the single-row dot kernels bit for bit, on every block count including extreme values (±127,
+// widened once, 1 or 2 rows × 2 vectors) against the single-row dot kernels bit for bit, on every block count including extreme values (±127,
 // −128 weights, zero blocks); and fused multi-matrix runs against separate mat-muls.
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -93,6 +93,9 @@ public unsafe class MatMulTileTests(ITestOutputHelper output)
         for (int i = 0; i < n; i++) w[i] = BitConverter.HalfToUInt16Bits(halves[i]);
         var wide = new float[n];
         Fp16.ToFloat(w, wide);
+        var rowWide = new float[n];
+        fixed (ushort* pw = w) fixed (float* pr = rowWide) VecDot.WidenF16Row(pw, pr, n);
+        Assert.Equal(wide.Select(Bits), rowWide.Select(Bits));
         var x0 = TestData.Gaussian(n, 6);
         var x1 = TestData.Gaussian(n, 7);
         fixed (ushort* pw = w) fixed (float* pWide = wide) fixed (float* p0 = x0) fixed (float* p1 = x1)
@@ -102,6 +105,16 @@ public unsafe class MatMulTileTests(ITestOutputHelper output)
             VecDot.F16WidenedVector256x2(pWide, p0, p1, n, out float y0, out float y1);
             Assert.Equal(Bits(e0), Bits(y0));
             Assert.Equal(Bits(e1), Bits(y1));
+            // Two rows: the same row twice, and the second row against a shifted copy.
+            float* quad = stackalloc float[4];
+            VecDot.F16WidenedVector256x2x2(pWide, pWide, p0, p1, n, quad);
+            Assert.Equal([Bits(e0), Bits(e1), Bits(e0), Bits(e1)], new[] { Bits(quad[0]), Bits(quad[1]), Bits(quad[2]), Bits(quad[3]) });
+            if (n > 1)
+            {
+                VecDot.F16WidenedVector256x2x2(pWide + 1, pWide, p0, p1, n - 1, quad);
+                Assert.Equal(Bits(VecDot.F16WidenedVector256(pWide + 1, p1, n - 1)), Bits(quad[1]));
+                Assert.Equal(Bits(VecDot.F16WidenedVector256(pWide, p0, n - 1)), Bits(quad[2]));
+            }
         }
     }
 

@@ -65,6 +65,7 @@ public unsafe class VecDotTests(ITestOutputHelper output)
     [Fact]
     public void F16KernelsMatchScalar() => CheckFloatKernel("f16", DType.F16,
         (w, x, n) => VecDot.F16Scalar((ushort*)w, x, n),
+        ("vector512", Vector512.IsHardwareAccelerated, (w, x, n) => VecDot.F16Vector512((ushort*)w, x, n)),
         ("vector256", Vector256.IsHardwareAccelerated, (w, x, n) => VecDot.F16Vector256((ushort*)w, x, n)),
         ("vector128", Vector128.IsHardwareAccelerated, (w, x, n) => VecDot.F16Vector128((ushort*)w, x, n)),
         ("dispatch", true, (w, x, n) => VecDot.F16((ushort*)w, x, n)));
@@ -96,6 +97,7 @@ public unsafe class VecDotTests(ITestOutputHelper output)
                 {
                     Assert.Equal(expected, VecDot.F16Vector256(pw, px, 32));
                     Assert.Equal(expected, VecDot.F16Vector128(pw, px, 32));
+                    if (Vector512.IsHardwareAccelerated) Assert.Equal(expected, VecDot.F16Vector512(pw, px, 32));
                 }
             }
         }
@@ -127,6 +129,9 @@ public unsafe class VecDotTests(ITestOutputHelper output)
             float f16 = VecDot.F16Vector256(pw, px, n);
             float f32 = VecDot.F32Vector256(pd, px, n);
             Assert.Equal(BitConverter.SingleToUInt32Bits(f32), BitConverter.SingleToUInt32Bits(f16));
+            // The 16-lane widening keeps the 8-wide accumulators and their order: the same bits as well.
+            if (Vector512.IsHardwareAccelerated)
+                Assert.Equal(BitConverter.SingleToUInt32Bits(f16), BitConverter.SingleToUInt32Bits(VecDot.F16Vector512(pw, px, n)));
         }
         // fp16 × fp16 likewise, with the special groups in the activation as well (shifted by one group).
         var x16 = new ushort[n];
