@@ -46,14 +46,17 @@ public sealed record EngineOptions
     /// <summary>Guesses beyond top-k to prefetch.</summary>
     public int PredictExtra { get; init; }
 
+    /// <summary>The recorded routing the oracle predictor replays (<see cref="PredictorKind.Oracle"/> needs it; benchmarks record it).</summary>
+    public RoutingTrace? OracleTrace { get; init; }
+
     public void Validate()
     {
         if (Threads < 0 || Threads > 1024) throw new ArgumentException($"threads must be between 1 and 1024 (0 = automatic), not {Threads}");
         if (Context is int c && c < 1) throw new ArgumentException($"context must be at least 1 token, not {c}");
         if (Lookahead is < 1 or > 2) throw new ArgumentException($"lookahead must be 1 or 2, not {Lookahead}");
         if (PredictExtra < 0) throw new ArgumentException($"predict-extra must be at least 0, not {PredictExtra}");
-        if (Predictor == PredictorKind.Oracle)
-            throw new ArgumentException("the oracle predictor (replaying recorded routing) is not implemented yet; use none, next-gate or pregate");
+        if (Predictor == PredictorKind.Oracle && OracleTrace is null)
+            throw new ArgumentException("the oracle predictor replays the routing of an identical earlier run: only pregate bench records one; use none, next-gate or pregate");
     }
 }
 
@@ -192,6 +195,11 @@ public sealed class ModelSession : IDisposable
                     // A stale or foreign predictor must not stop the run: next-gate needs no calibration.
                     return (new NextGatePredictor(ck, o.Lookahead), $"next-gate{ahead} (the calibrated predictor was rejected: {e.Message})");
                 }
+            case PredictorKind.Oracle:
+                var trace = o.OracleTrace!;
+                if (trace.LayerCount != ck.Config.NumLayers || trace.TopK != ck.Config.NumExpertsUsed)
+                    throw new ArgumentException($"the routing trace has {trace.LayerCount} layers × top-{trace.TopK}; the model has {ck.Config.NumLayers} × top-{ck.Config.NumExpertsUsed}");
+                return (new OraclePredictor(trace), "oracle" + ahead);
             default:
                 throw new ArgumentException($"predictor {PredictorKinds.Name(kind)} is not available");
         }
