@@ -47,12 +47,13 @@ internal static class BenchChart
             hits.Color = Colors.Black;
             hits.LegendText = "hit rate (right axis)";
             plot.Axes.Right.Label.Text = "expert cache hit rate (%)";
-            plot.Axes.SetLimitsY(0, 105, plot.Axes.Right);
         }
         plot.Axes.Bottom.SetTicks(Enumerable.Range(0, budgets.Count).Select(i => (double)i).ToArray(), budgets.ToArray());
         plot.Axes.Bottom.Label.Text = "expert memory budget";
         plot.Axes.Left.Label.Text = "decode tokens/s";
         plot.Axes.Margins(bottom: 0);
+        plot.Axes.AutoScale();
+        if (hitX.Count > 0) plot.Axes.SetLimitsY(0, 105, plot.Axes.Right); // after the autoscale, so it stays
         plot.Title($"pregate bench {mode}: {modelName}");
         plot.ShowLegend(Alignment.UpperLeft);
         return plot.GetImageBytes(Math.Max(800, 160 * budgets.Count + 200), 500, ImageFormat.Png);

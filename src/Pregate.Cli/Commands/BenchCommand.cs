@@ -81,8 +81,8 @@ internal static class BenchCommand
             bool sweep = budgets.Count > 1 || policies.Count > 1;
             if (isAblation || sweep)
             {
-                if (isAblation && p.GetResult(engine.Cache) is not null) return Usage(stderr, "--ablation chooses the cache policies itself; leave out --cache");
-                if (isAblation && p.GetResult(engine.Predictor) is not null) return Usage(stderr, "--ablation chooses the predictors itself; leave out --predictor");
+                if (isAblation && p.GetResult(engine.Cache) is { Implicit: false }) return Usage(stderr, "--ablation chooses the cache policies itself; leave out --cache");
+                if (isAblation && p.GetResult(engine.Predictor) is { Implicit: false }) return Usage(stderr, "--ablation chooses the predictors itself; leave out --predictor");
                 if (p.GetValue(oracleTrace) is not null) return Usage(stderr, "--oracle-trace belongs to a single run");
                 if (p.GetValue(stats)) return Usage(stderr, "--stats belongs to a single run; results.json holds the figures of every layer");
                 var matrix = new BenchMatrix(engine, p, settings, roundCount, p.GetValue(text), p.GetValue(vsLlama), cap, p.GetValue(outDir), stdout, stderr);

@@ -82,6 +82,10 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
     private int Run(string mode, List<BenchJob> jobs)
     {
         var baseOptions = engine.Options(parse, null, "score");
+        var (minimum, expertBytes) = BudgetLimits();
+        for (int i = 0; i < jobs.Count; i++)
+            if (!jobs[i].Memory.IsResident && jobs[i].Skip is null && jobs[i].Memory.BudgetBytes(expertBytes) < minimum)
+                jobs[i] = jobs[i] with { Skip = $"below this model's minimum of {ByteSize.Format(minimum)} (one layer's top-k slots)" };
         string dir = outDir ?? Path.Combine(".", $"{mode}-{DateTime.UtcNow:yyyyMMdd-HHmmss}");
         if (memoryCap is long cap)
             using (MemoryCgroup.Create(GroupName("probe"), cap)) { } // fails early (exit 1) where cgroup v1 memory is unavailable
@@ -269,10 +273,14 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
             : [typeof(BenchMatrix).Assembly.Location];
     }
 
-    private long MinimumBudget()
+    private long MinimumBudget() => BudgetLimits().Minimum;
+
+    // The smallest budget the model accepts and the bytes of all its routed experts.
+    private (long Minimum, long ExpertBytes) BudgetLimits()
     {
         using var ck = Checkpoint.Open(_modelPath);
-        return OffloadedExperts.MinimumBudgetBytes(OffloadedExperts.LayoutOf(ck), ck.Config.NumExpertsUsed);
+        var layout = OffloadedExperts.LayoutOf(ck);
+        return (OffloadedExperts.MinimumBudgetBytes(layout, ck.Config.NumExpertsUsed), layout.TotalBytes);
     }
 
     private static string GroupName(string config) =>
@@ -376,9 +384,13 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
                 Inv($"{Percent(r.Number("io_busy_fraction"))} | {Bytes(r.Number("bytes_read_per_token") is double b ? (long)b : null)} | {Bytes(r.PeakMemoryBytes)}{(r.LimitHits is > 0 ? Inv($" ({r.LimitHits} limit hits)") : "")} |"));
         }
         s.AppendLine();
-        s.AppendLine("on-demand: no predictor, LRU, the minimum budget (one layer's top-k slots: nothing is reused beyond the layer being computed). " +
-                     "cache: the score policy without a predictor. recall / precision: of the experts a decoded token's layer routed to, the share guessed " +
-                     "one layer ahead / of the guesses, the share routed to. Hit rates, stalls and bytes are averaged over every pass (warm-up included).");
+        if (mode == "ablation")
+            s.Append("on-demand: no predictor, LRU, the minimum budget (one layer's top-k slots: nothing is reused beyond the layer being computed). " +
+                     "cache: the score policy without a predictor; cache+X: the score policy with predictor X (oracle: the routing recorded in a resident run). ");
+        else
+            s.Append(Inv($"config: the cache policy; predictor: {(engine.Options(parse, null, "score").Predictor is PredictorKind k ? PredictorKinds.Name(k) : "the default (pregate when calibrated, else next-gate)")}. "));
+        s.AppendLine("recall / precision: of the experts a decoded token's layer routed to, the share guessed one layer ahead / of the guesses, the share " +
+                     "routed to. Hit rates, stalls and bytes are averaged over every pass (warm-up included).");
         return s.ToString();
     }
 
