@@ -24,7 +24,7 @@ internal static class BenchCommand
         decode.AcceptOnlyFromAmong("forced", "greedy");
         var rounds = new Option<int>("--rounds") { Description = "measured rounds (medians are reported; with --vs-llama the engines alternate)", DefaultValueFactory = _ => 3 };
         var seed = new Option<ulong>("--seed") { Description = "seed of the prompt and the forced decode stream", DefaultValueFactory = _ => 1 };
-        var json = new Option<bool>("--json") { Description = "print one JSON object" };
+        var json = new Option<bool>("--json") { Description = "print one JSON object (with --ablation or a sweep: results.json instead of the table)" };
         var text = new Option<string?>("--text") { Description = "feed this UTF-8 text (prompt, then the forced decode stream) instead of random tokens: for trained models" };
         var vsLlama = new Option<bool>("--vs-llama") { Description = "also measure llama.cpp (LLamaSharp, same threads and protocol) and print the ratios" };
         var stats = new Option<bool>("--stats") { Description = "print the expert figures per layer (offloaded experts)" };
@@ -85,7 +85,7 @@ internal static class BenchCommand
                 if (isAblation && p.GetResult(engine.Predictor) is { Implicit: false }) return Usage(stderr, "--ablation chooses the predictors itself; leave out --predictor");
                 if (p.GetValue(oracleTrace) is not null) return Usage(stderr, "--oracle-trace belongs to a single run");
                 if (p.GetValue(stats)) return Usage(stderr, "--stats belongs to a single run; results.json holds the figures of every layer");
-                var matrix = new BenchMatrix(engine, p, settings, roundCount, p.GetValue(text), p.GetValue(vsLlama), cap, p.GetValue(outDir), stdout, stderr);
+                var matrix = new BenchMatrix(engine, p, settings, roundCount, p.GetValue(text), p.GetValue(vsLlama), cap, p.GetValue(outDir), p.GetValue(json), stdout, stderr);
                 return isAblation
                     ? matrix.RunAblation(budgets.Count > 0 ? budgets : [ExpertMemory.OfFraction(0.25), ExpertMemory.OfFraction(0.5)])
                     : matrix.RunSweep(budgets.Count > 0 ? budgets : [ExpertMemory.All], policies);

@@ -28,7 +28,7 @@ internal sealed record BenchRow(BenchJob Job, string Status, string? Note, JsonE
 }
 
 internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, BenchmarkSettings settings, int rounds, string? textPath, bool vsLlama,
-    long? memoryCap, string? outDir, TextWriter stdout, TextWriter stderr)
+    long? memoryCap, string? outDir, bool json, TextWriter stdout, TextWriter stderr)
 {
     private readonly string _modelPath = engine.ModelPath(parse);
 
@@ -128,12 +128,14 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
         }
 
         Directory.CreateDirectory(dir);
-        AtomicFile.WriteAllText(Path.Combine(dir, "results.json"), Json(mode, rows, memoryCap is null ? null : dropped));
+        string results = Json(mode, rows, memoryCap is null ? null : dropped);
+        AtomicFile.WriteAllText(Path.Combine(dir, "results.json"), results);
         string markdown = Markdown(mode, rows, memoryCap is null ? null : dropped);
         AtomicFile.WriteAllText(Path.Combine(dir, "results.md"), markdown);
         AtomicFile.WriteAllBytes(Path.Combine(dir, "chart.png"), BenchChart.Render(mode, rows, Path.GetFileName(_modelPath)));
-        stdout.Write(markdown);
-        stdout.WriteLine($"wrote {Path.Combine(dir, "results.json")}, results.md and chart.png");
+        if (json) stdout.Write(results);
+        else stdout.Write(markdown);
+        stderr.WriteLine($"bench: wrote {Path.Combine(dir, "results.json")}, results.md and chart.png");
         if (rows.Any(r => r.Status == "failed"))
         {
             stderr.WriteLine("error: some configurations failed (see results.md)");

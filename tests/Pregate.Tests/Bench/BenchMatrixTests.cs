@@ -52,9 +52,10 @@ public sealed class BenchMatrixTests(ITestOutputHelper output) : IDisposable
     public void AblationRunsEveryConfigurationAndWritesJsonMarkdownAndChart()
     {
         string model = Tiny(), dir = Path.Combine(_dir, "ablation");
-        var (code, text, _) = Run(["bench", "--model", model, "--ablation", "--expert-memory", "50%,75%", "--out", dir, .. Workload]);
+        var (code, text, err) = Run(["bench", "--model", model, "--ablation", "--expert-memory", "50%,75%", "--out", dir, .. Workload]);
         Assert.Equal(0, code);
-        Assert.Contains("wrote ", text);
+        Assert.Contains("wrote ", err);
+        Assert.StartsWith("# bench ablation", text);
         var (json, md) = Outputs(dir);
         Assert.Equal("ablation", json.RootElement.GetProperty("mode").GetString());
         var rows = Rows(json);
@@ -86,9 +87,10 @@ public sealed class BenchMatrixTests(ITestOutputHelper output) : IDisposable
     public void BudgetSweepRunsEachBudgetAndPolicy()
     {
         string model = Tiny(), dir = Path.Combine(_dir, "sweep");
-        var (code, _, _) = Run(["bench", "--model", model, "--expert-memory", "10%,50%,all", "--cache", "lru,score", "--predictor", "none", "--out", dir, .. Workload]);
+        var (code, text, _) = Run(["bench", "--model", model, "--expert-memory", "10%,50%,all", "--cache", "lru,score", "--predictor", "none", "--json", "--out", dir, .. Workload]);
         Assert.Equal(0, code);
         var (json, _) = Outputs(dir);
+        Assert.Equal(File.ReadAllText(Path.Combine(dir, "results.json")), text); // --json prints results.json
         Assert.Equal("sweep", json.RootElement.GetProperty("mode").GetString());
         var rows = Rows(json);
         // 10% is below the tiny model's minimum (two slots): skipped with a note, not a failure.
