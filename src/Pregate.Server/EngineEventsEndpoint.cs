@@ -77,7 +77,7 @@ internal sealed class EngineEventsEndpoint(ModelSession session, string modelId,
                     processBytes = ProcessMemory.ResidentBytes() ?? 0;
                     processReadAt = lastSent;
                 }
-                WriteToken(json, record, listener.Skipped, placement, processBytes);
+                WriteToken(json, record, listener.Skipped, placement, events.CountResidentExperts(), processBytes);
                 await SendAsync(response, buffer, json, cancel.Token);
             }
         }
@@ -119,7 +119,7 @@ internal sealed class EngineEventsEndpoint(ModelSession session, string modelId,
     }
 
     // cells: one hex digit per expert, the ExpertCellFlags (1 resident, 2 predicted, 4 chosen, 8 missed).
-    private void WriteToken(Utf8JsonWriter w, EngineEventRecord r, long skipped, ExpertPlacement placement, long processBytes)
+    private void WriteToken(Utf8JsonWriter w, EngineEventRecord r, long skipped, ExpertPlacement placement, int residentExperts, long processBytes)
     {
         int e = r.Experts, k = r.TopK;
         w.WriteStartObject();
@@ -165,8 +165,8 @@ internal sealed class EngineEventsEndpoint(ModelSession session, string modelId,
         w.WriteNumber("prediction_hits", s.PredictionHits);
         w.WriteEndObject();
         w.WriteStartObject("memory");
-        w.WriteNumber("resident_experts", r.ResidentExperts);
-        w.WriteNumber("resident_bytes", placement.Offloaded ? r.ResidentExperts * placement.SlotBytes : placement.ExpertBytes);
+        w.WriteNumber("resident_experts", residentExperts);
+        w.WriteNumber("resident_bytes", placement.Offloaded ? residentExperts * placement.SlotBytes : placement.ExpertBytes);
         w.WriteNumber("budget_bytes", placement.BudgetBytes);
         w.WriteNumber("process_bytes", processBytes);
         w.WriteEndObject();

@@ -69,9 +69,6 @@ public sealed class EngineEventRecord
     /// <summary>The expert counters after this token (all zero for resident experts).</summary>
     public ExpertStats Stats { get; internal set; }
 
-    /// <summary>Experts resident in the cache, counted over all layers as each layer routed (every expert when resident).</summary>
-    public int ResidentExperts { get; internal set; }
-
     /// <summary>Copies every field into <paramref name="into"/>, a record of the same shape.</summary>
     /// <exception cref="ArgumentException">The shapes differ.</exception>
     public void CopyTo(EngineEventRecord into)
@@ -83,7 +80,6 @@ public sealed class EngineEventRecord
         into.Position = Position;
         into.Timestamp = Timestamp;
         into.Stats = Stats;
-        into.ResidentExperts = ResidentExperts;
         ChosenIds.CopyTo(into.ChosenIds, 0);
         ChosenWeights.CopyTo(into.ChosenWeights, 0);
         Cells.CopyTo(into.Cells, 0);
@@ -106,7 +102,6 @@ public sealed class EngineEvents : IForwardObserver
     private readonly EngineEventRecord _latest;      // the last finished token, under _gate
     private readonly int[] _layerPosition;           // [layer] position last routed
     private readonly bool[] _needCells;              // [layer] attention ran; capture residency at the next routing
-    private readonly int[] _layerResident;           // [layer] resident experts when the layer routed
     private EngineEventListener[] _listeners = [];
     private IForwardObserver? _previous;
     private bool _attached;
@@ -125,7 +120,6 @@ public sealed class EngineEvents : IForwardObserver
         _latest = NewRecord();
         _layerPosition = new int[c.NumLayers];
         _needCells = new bool[c.NumLayers];
-        _layerResident = new int[c.NumLayers];
     }
 
     /// <summary>Layers × experts of the observed model, and its top k.</summary>
@@ -147,6 +141,20 @@ public sealed class EngineEvents : IForwardObserver
 
     /// <summary>Tokens published so far (the next record's <see cref="EngineEventRecord.Token"/>).</summary>
     public long Tokens => Interlocked.Read(ref _tokens);
+
+    /// <summary>
+    /// Experts loaded in the cache now, over all layers (layers × experts when resident). Takes the loader's lock once per
+    /// expert: call it at a display's pace, not per token.
+    /// </summary>
+    public int CountResidentExperts()
+    {
+        if (_offloaded is null) return Layers * Experts;
+        int count = 0;
+        for (int l = 0; l < Layers; l++)
+            for (int x = 0; x < Experts; x++)
+                if (_offloaded.IsResident(l, x)) count++;
+        return count;
+    }
 
     /// <summary>A record shaped for this model, for <see cref="EngineEventListener.TryRead"/>.</summary>
     public EngineEventRecord NewRecord() => new(Layers, Experts, TopK);
@@ -216,15 +224,13 @@ public sealed class EngineEvents : IForwardObserver
         {
             // The cache is the same for every token of a block: nothing runs between one layer's routing calls.
             _needCells[layer] = false;
-            int resident = 0;
             for (int x = 0; x < e; x++)
             {
                 var f = ExpertCellFlags.None;
-                if (_offloaded is null || _offloaded.IsResident(layer, x)) { f |= ExpertCellFlags.Resident; resident++; }
+                if (_offloaded is null || _offloaded.IsResident(layer, x)) f |= ExpertCellFlags.Resident;
                 if (_offloaded is not null && _offloaded.IsPredicted(layer, x)) f |= ExpertCellFlags.Predicted;
                 cells[x] = f;
             }
-            _layerResident[layer] = resident;
         }
         else
         {
@@ -249,9 +255,6 @@ public sealed class EngineEvents : IForwardObserver
         _work.Position = position;
         _work.Timestamp = Stopwatch.GetTimestamp();
         _work.Stats = _offloaded?.Stats ?? default;
-        int resident = 0;
-        foreach (int r in _layerResident) resident += r;
-        _work.ResidentExperts = resident;
         EngineEventListener[] listeners;
         lock (_gate)
         {

@@ -10,7 +10,7 @@ using Pregate.Server;
 using Pregate.Tests.Models;
 using Pregate.Tests.Server;
 
-namespace Pregate.Tests.Console;
+namespace Pregate.Tests.WebConsole;
 
 internal static class ConsoleTestSupport
 {
