@@ -219,7 +219,9 @@
   function buildGrid(hello) {
     const grid = $("grid");
     grid.replaceChildren();
-    grid.style.gridTemplateColumns = "auto repeat(" + hello.experts + ", 12px)";
+    const large = hello.experts <= 32;
+    grid.classList.toggle("large", large);
+    grid.style.gridTemplateColumns = "auto repeat(" + hello.experts + ", " + (large ? 18 : 12) + "px)";
     grid.setAttribute("aria-label", "Expert grid: " + hello.layers + " layers by " + hello.experts + " experts");
     state.cells = [];
     const head = document.createElement("span");

@@ -76,7 +76,7 @@ public sealed class ConsoleBrowserTests(ITestOutputHelper output)
             var c = s.Session.Config;
             var page = context.Pages.Count > 0 ? context.Pages[0] : await context.NewPageAsync();
             var consoleErrors = new List<string>();
-            page.Console += (_, m) => { if (m.Type == "error") consoleErrors.Add(m.Text); };
+            page.Console += (_, m) => { if (m.Type == "error") consoleErrors.Add($"{m.Text} ({m.Location})"); };
             page.PageError += (_, e) => consoleErrors.Add(e);
             await page.GotoAsync(s.Address.ToString());
 
