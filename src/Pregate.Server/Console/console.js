@@ -365,6 +365,7 @@
     if (!p || ev.time_ms <= p.time_ms) return;
     const s = ev.stats, q = p.stats;
     const dt = (ev.time_ms - p.time_ms) / 1000;
+    if (dt > 2) return; // an idle gap between replies, not a rate
     const tokens = s.tokens - q.tokens;
     const acquires = (s.hits - q.hits) + (s.misses - q.misses);
     const checks = s.prediction_checks - q.prediction_checks;

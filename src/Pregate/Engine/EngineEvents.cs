@@ -136,7 +136,7 @@ public sealed class EngineEvents : IForwardObserver
         get { lock (_gate) return _listeners.Length; }
     }
 
-    /// <summary>Forward-pass observations recorded so far (routing calls and tokens); stays still while nobody listens.</summary>
+    /// <summary>Routing decisions recorded so far (one per layer and token); stays still while nobody listens.</summary>
     public long RecordsFilled => Interlocked.Read(ref _recordsFilled);
 
     /// <summary>Tokens published so far (the next record's <see cref="EngineEventRecord.Token"/>).</summary>
