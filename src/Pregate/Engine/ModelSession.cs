@@ -111,6 +111,9 @@ public sealed class ModelSession : IDisposable
     /// </summary>
     public ExpertStats ExpertStats => _offloaded?.Stats ?? default;
 
+    /// <summary>Per-token routing and cache events for live views; recorded only while someone listens.</summary>
+    public EngineEvents Events { get; }
+
     /// <summary>The model's tokenizer; throws <see cref="ModelFormatException"/> when the checkpoint has none.</summary>
     public TextTokenizer Tokenizer => _tokenizer.Value;
 
@@ -128,6 +131,7 @@ public sealed class ModelSession : IDisposable
             Model = MoeModel.Load(ck);
             if (_offloaded is not null) Model.Experts = _offloaded;
             Team = new WorkerTeam(o.Threads);
+            Events = new EngineEvents(Model, _offloaded);
         }
         catch
         {

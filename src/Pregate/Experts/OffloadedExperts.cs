@@ -237,6 +237,15 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
         }
     }
 
+    /// <summary>True when expert (<paramref name="layer"/>, <paramref name="expert"/>) is in the cache and loaded (not in flight).</summary>
+    public bool IsResident(int layer, int expert) => _loader.IsResident(new ExpertKey(layer, expert));
+
+    /// <summary>
+    /// True when the predictor guessed <paramref name="expert"/> (among its top k + extra) for the current token's pass
+    /// through <paramref name="layer"/>, one layer ahead; false without a predictor. Read it on the forward pass's thread.
+    /// </summary>
+    public bool IsPredicted(int layer, int expert) => _predictor is not null && _predicted[layer][expert];
+
     /// <summary>Feeds the router's probabilities to the eviction policy (the score policy uses them).</summary>
     public void ObserveRouting(int layer, ReadOnlySpan<float> probabilities) => _loader.ObserveRouting(layer, probabilities);
 
