@@ -46,12 +46,6 @@ public sealed class Generator(MoeModel model, TextTokenizer tokenizer, Inference
     public TextTokenizer Tokenizer => tokenizer;
     public InferenceState State => state;
 
-    /// <summary>
-    /// When set, every forward pass runs under this lock, so generators with their own states can share one model and
-    /// worker team from several threads (their steps interleave: a prompt is one step, then each decoded token).
-    /// </summary>
-    public Lock? ForwardLock { get; init; }
-
     /// <summary>Tokenizes <paramref name="prompt"/> (with BOS when the tokenizer asks for it) and generates.</summary>
     public GenerationResult Generate(string prompt, GenerationOptions o, Action<string>? onText = null, CancellationToken cancel = default) =>
         Generate(tokenizer.Encode(prompt, tokenizer.AddBosToken), o, onText, cancel);
@@ -81,11 +75,8 @@ public sealed class Generator(MoeModel model, TextTokenizer tokenizer, Inference
     }
 
     // Runs tokens (the whole prompt as one batch, or one decoded token) and leaves the last position's logits.
-    private void Forward(ReadOnlySpan<int> tokens, Span<float> logits)
-    {
-        if (ForwardLock is null) { model.Forward(state, tokens, logits, allPositions: false, team); return; }
-        lock (ForwardLock) model.Forward(state, tokens, logits, allPositions: false, team);
-    }
+    private void Forward(ReadOnlySpan<int> tokens, Span<float> logits) =>
+        model.Forward(state, tokens, logits, allPositions: false, team);
 }
 
 /// <summary>
