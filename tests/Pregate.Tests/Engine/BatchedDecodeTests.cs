@@ -181,17 +181,18 @@ public sealed class BatchedDecodeTests(ITestOutputHelper output)
         }
         void Start(int i) => tasks[i] = leases[i].GenerateAsync(prompts[i], options[i], p => texts[i].Append(p));
         tasks[0] = leases[0].GenerateAsync(prompts[0], options[0], OnFirst);
-        await tasks[0];
+        var results = new GenerationResult[tasks.Length];
+        results[0] = await tasks[0];
         for (int i = 1; i < tasks.Length; i++)
         {
             if (tasks[i] is null) Start(i);   // the first reply had fewer pieces than planned
-            await tasks[i];
+            results[i] = await tasks[i];
         }
         foreach (var lease in leases) lease.Dispose();
 
         for (int i = 0; i < prompts.Length; i++)
         {
-            var r = tasks[i].Result;
+            var r = results[i];
             output.WriteLine($"sequence {i}: prompt {prompts[i].Length}, {r.Tokens.Count} tokens, finish {r.FinishReason}; alone {expected[i].Tokens.Count} tokens");
             Assert.Equal(expected[i].Tokens, r.Tokens);
             Assert.Equal(expected[i].Text, r.Text);
