@@ -27,8 +27,11 @@ internal static class BenchCommand
         var vsLlama = new Option<bool>("--vs-llama") { Description = "also measure llama.cpp (LLamaSharp, same threads and protocol) and print the ratios" };
         var cmd = new Command("bench", "Measure prefill and decode speed (optionally against llama.cpp)") { promptTokens, genTokens, decode, rounds, seed, json, vsLlama, text };
         engine.AddTo(cmd);
+        var serveLoad = new ServeLoadBench();
+        serveLoad.AddTo(cmd);
         cmd.SetAction(p =>
         {
+            if (serveLoad.Requested(p)) return serveLoad.Run(p, engine, genTokens, json, stdout, stderr);
             var settings = new BenchmarkSettings
             {
                 PromptTokens = p.GetValue(promptTokens),
