@@ -162,7 +162,7 @@ internal sealed class ServeLoadBench
     {
         var c = session.Config;
         o.WriteLine($"model        {session.Checkpoint.Path} ({c.ModelType}, {c.NumLayers} layers, {c.NumExperts} experts top-{c.NumExpertsUsed})");
-        o.WriteLine($"protocol     in-process server on loopback, {session.Team.ThreadCount} threads, streaming /v1/completions, {tokens} tokens per client (greedy, ignore_eos)");
+        o.WriteLine($"protocol     in-process server on loopback, {session.Team.ThreadCount} threads, streaming /v1/completions, {tokens} tokens per client (greedy, ignore_eos); TTFT and ITL on streamed text");
         o.WriteLine(session.ExpertPlacement.Describe());
         o.WriteLine($"{"clients",7} {"tok/s",9} {"TTFT mean",10} {"p50",9} {"p95",9} {"ITL mean",9} {"batch",6} {"expert B/tok",13}");
         foreach (var r in rounds)
