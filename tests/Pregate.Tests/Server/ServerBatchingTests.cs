@@ -61,7 +61,10 @@ public sealed class ServerBatchingTests(ITestOutputHelper output)
         output.WriteLine($"{scheduler.DecodeSteps} decode steps for {scheduler.DecodedTokens} tokens: mean batch {meanBatch:F2}");
         Assert.True(meanBatch > 2, "concurrent clients should have been decoded together");
         await s.WaitForHealthAsync((running, queued) => running == 0 && queued == 0, "idle");
-        Assert.Equal(expected.Sum(e => e.Tokens.Count), TestServer.Sample(await s.MetricsAsync(), "pregate_completion_tokens_total"));
+        string metrics = await s.MetricsAsync();
+        Assert.Equal(expected.Sum(e => e.Tokens.Count), TestServer.Sample(metrics, "pregate_completion_tokens_total"));
+        Assert.Equal(scheduler.DecodeSteps, TestServer.Sample(metrics, "pregate_decode_steps_total"));
+        Assert.Equal(scheduler.DecodedTokens, TestServer.Sample(metrics, "pregate_decode_step_tokens_total"));
     }
 
     [Fact(Timeout = TestTimeoutMs)]
