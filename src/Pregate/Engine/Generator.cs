@@ -121,9 +121,6 @@ internal sealed class SequenceDecoding
     /// <summary>The token to run next (valid after <see cref="Accept"/> returned true).</summary>
     public int NextToken { get; private set; }
 
-    /// <summary>Tokens generated so far.</summary>
-    public int Generated => _generated.Count;
-
     /// <summary>
     /// Samples a token from <paramref name="logits"/> (the sequence holds <paramref name="position"/> tokens) and streams
     /// its text. True: generation goes on with <see cref="NextToken"/>; false: it has ended.

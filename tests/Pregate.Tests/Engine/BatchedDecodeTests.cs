@@ -108,6 +108,41 @@ public sealed class BatchedDecodeTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// A step allocates no buffers of its own: a step of n sequences allocates no more than n one-token Forwards (whose
+    /// kernels allocate a few small objects per token, e.g. the top-k check's message string).
+    /// </summary>
+    [Theory]
+    [InlineData("tiny", "f32")]
+    [InlineData("tiny-qwen2moe", "q8_0")]
+    public void AStepAllocatesNoMoreThanItsTokensDecodedAlone(string shape, string dtype)
+    {
+        Assert.True(DTypes.TryParse(dtype, out var type));
+        var c = SynthShapes.Get(shape);
+        using var session = ModelSession.Open(Synth(shape, c, type, gguf: true), new EngineOptions { Context = 32, Threads = 1 });
+        var model = session.Model;
+        var batch = model.CreateDecodeBatch(6);
+        var states = Enumerable.Range(0, 6).Select(_ => model.CreateState(32)).ToArray();
+        int[] tokens = [5, 9, 11, 2, 7, 3];
+        var logits = new float[6 * c.VocabSize];
+        long Step(int n)
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            model.ForwardStep(batch, states.AsSpan(0, n), tokens.AsSpan(0, n), logits.AsSpan(0, n * c.VocabSize));
+            return GC.GetAllocatedBytesForCurrentThread() - before;
+        }
+        Step(6);   // JIT and lazy statics
+        Step(1);
+        long one = Step(1), six = Step(6);
+        var single = new float[c.VocabSize];
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        model.Forward(states[0], 3, single);
+        long forward = GC.GetAllocatedBytesForCurrentThread() - before;
+        output.WriteLine($"{shape} {dtype}: bytes allocated by a step of 1 sequence {one}, of 6 sequences {six}; by a one-token Forward {forward}");
+        Assert.True(one <= forward, $"a step of 1 allocated {one} bytes, a one-token Forward {forward}");
+        Assert.True(six <= 6 * forward, $"a step of 6 allocated {six} bytes, six one-token Forwards {6 * forward}");
+    }
+
     [Fact]
     public void ForwardStepRejectsWhatItCannotRun()
     {
