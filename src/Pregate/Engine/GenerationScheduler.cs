@@ -1,7 +1,8 @@
 // Shares one model session between concurrent callers by continuous batching (Orca-style iteration-level scheduling):
 // a fixed number of sequence slots (each with its own KV cache), a bounded queue of callers waiting for a slot, and one
-// decode thread that prefills each newly admitted prompt, then decodes every running sequence together in one batched
-// step (MoeModel.ForwardStep) per token; sequences join and leave the batch between steps.
+// decode thread that prefills newly admitted prompts (one block of tokens between two decode steps, so a long prompt does
+// not stall the running sequences), then decodes every running sequence together in one batched step
+// (MoeModel.ForwardStep) per token; sequences join and leave the batch between steps.
 using System.Diagnostics;
 using Pregate.Models;
 
@@ -14,8 +15,9 @@ public sealed class SchedulerFullException(string message) : Exception(message);
 /// Runs the generations of one <see cref="ModelSession"/> for concurrent callers. At most <see cref="MaxConcurrent"/>
 /// sequences hold a slot at once (slot 0 uses the session's own state, the others get states of the same context length);
 /// up to <see cref="MaxQueued"/> more callers wait; beyond that <see cref="AcquireAsync"/> throws
-/// <see cref="SchedulerFullException"/>. Generations run on one decode thread: a new sequence's prompt is prefilled as one
-/// batch, then it joins the running sequences, which all advance by one token per batched step, each sampled with its own
+/// <see cref="SchedulerFullException"/>. Generations run on one decode thread: a new sequence's prompt is prefilled in
+/// blocks of the state's <see cref="InferenceState.MaxBatch"/> tokens, one block between two decode steps, then it joins the
+/// running sequences, which all advance by one token per batched step, each sampled with its own
 /// settings and streamed to its own caller. A sequence leaves the batch when it ends (token limit, EOS, stop string, full
 /// context) or, at the next step, when its caller cancels. While a scheduler is in use, run the session only through it.
 /// </summary>
@@ -25,7 +27,7 @@ public sealed class GenerationScheduler
     private readonly SemaphoreSlim _slots;
     private readonly Lock _gate = new();
     private readonly List<Sequence> _incoming = new();   // submitted, not yet prefilled (under _gate)
-    private readonly List<Sequence> _admitting = new();  // decode thread only
+    private readonly List<Sequence> _prefilling = new(); // decode thread only: admitted, prompt not yet all run
     private readonly List<Sequence> _batch = new();      // decode thread only: the running sequences
     private readonly float[] _prefillLogits;             // [V]
     private DecodeBatch? _scratch;                       // grown to the largest batch seen, at most MaxConcurrent
@@ -130,44 +132,49 @@ public sealed class GenerationScheduler
         return sequence.Completion.Task;
     }
 
-    // The decode thread: admit (prefill) new sequences, drop cancelled ones, run one batched step, sample each sequence;
-    // it ends when nothing is running or waiting to start.
+    // The decode thread: admit new sequences, drop cancelled ones, run one block of the oldest unfinished prompt, then one
+    // batched step of the running sequences; it ends when nothing is running, being prefilled or waiting to start.
     private void DecodeLoop()
     {
         while (true)
         {
             lock (_gate)
             {
-                if (_incoming.Count == 0 && _batch.Count == 0)
+                if (_incoming.Count == 0 && _prefilling.Count == 0 && _batch.Count == 0)
                 {
                     _loopActive = false;
                     return;
                 }
-                _admitting.AddRange(_incoming);
+                _prefilling.AddRange(_incoming);
                 _incoming.Clear();
             }
-            foreach (var sequence in _admitting) Prefill(sequence);
-            _admitting.Clear();
+            for (int i = _prefilling.Count - 1; i >= 0; i--)
+                if (_prefilling[i].Cancel.IsCancellationRequested)
+                {
+                    _prefilling[i].Completion.TrySetCanceled(_prefilling[i].Cancel);
+                    _prefilling.RemoveAt(i);
+                }
+            if (_prefilling.Count > 0 && PrefillBlock(_prefilling[0])) _prefilling.RemoveAt(0);
             for (int i = _batch.Count - 1; i >= 0; i--)
                 if (_batch[i].Cancel.IsCancellationRequested) Leave(i, s => s.Completion.TrySetCanceled(s.Cancel));
             if (_batch.Count > 0) Step();
         }
     }
 
-    // Runs the prompt as one prefill and samples the first token; the sequence joins the batch unless it already ended.
-    private void Prefill(Sequence s)
+    // Runs the next block of the prompt (the same blocks one Forward of the whole prompt runs); after the last one samples
+    // the first token, and the sequence joins the batch unless it already ended. True when the prompt is done (or failed).
+    private bool PrefillBlock(Sequence s)
     {
-        if (s.Cancel.IsCancellationRequested)
-        {
-            s.Completion.TrySetCanceled(s.Cancel);
-            return;
-        }
         try
         {
-            s.State.Reset();
+            if (s.Prefilled == 0) s.State.Reset();
+            int count = Math.Min(s.State.MaxBatch, s.Prompt.Length - s.Prefilled);
+            bool last = s.Prefilled + count == s.Prompt.Length;
             long start = Stopwatch.GetTimestamp();
-            Session.Model.Forward(s.State, s.Prompt, _prefillLogits, allPositions: false, Session.Team);
-            s.PrefillTime = Stopwatch.GetElapsedTime(start);
+            Session.Model.Forward(s.State, s.Prompt.AsSpan(s.Prefilled, count), last ? _prefillLogits : default, allPositions: false, Session.Team);
+            s.PrefillTime += Stopwatch.GetElapsedTime(start);
+            s.Prefilled += count;
+            if (!last) return false;
             s.DecodeStart = Stopwatch.GetTimestamp();
             if (s.Decoding.Accept(_prefillLogits, s.State.Position)) _batch.Add(s);
             else Complete(s);
@@ -176,6 +183,7 @@ public sealed class GenerationScheduler
         {
             s.Completion.TrySetException(e);
         }
+        return true;
     }
 
     private void Step()
@@ -255,6 +263,7 @@ public sealed class GenerationScheduler
         public SequenceDecoding Decoding { get; } = decoding;
         public CancellationToken Cancel { get; } = cancel;
         public TaskCompletionSource<GenerationResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public int Prefilled { get; set; }      // prompt tokens run so far
         public TimeSpan PrefillTime { get; set; }
         public long DecodeStart { get; set; }
     }
@@ -276,8 +285,8 @@ public sealed class GenerationLease : IDisposable
     }
 
     /// <summary>
-    /// Generates on the scheduler's decode thread (the prompt as one prefill, then one token per batched step with the other
-    /// running sequences), with the same tokens as <see cref="Generator.Generate(IReadOnlyList{int}, GenerationOptions, Action{string}?, CancellationToken)"/>
+    /// Generates on the scheduler's decode thread (the prompt in prefill blocks between decode steps, then one token per
+    /// batched step with the other running sequences), with the same tokens as <see cref="Generator.Generate(IReadOnlyList{int}, GenerationOptions, Action{string}?, CancellationToken)"/>
     /// alone. <paramref name="onText"/> is called on the decode thread: keep it short. Cancelling <paramref name="cancel"/>
     /// ends the sequence at the next step (the task is then cancelled). Bad arguments give a faulted task
     /// (<see cref="ArgumentException"/>). One generation at a time per lease.

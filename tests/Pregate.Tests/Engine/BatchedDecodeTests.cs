@@ -13,6 +13,7 @@ namespace Pregate.Tests.Engine;
 public sealed class BatchedDecodeTests(ITestOutputHelper output)
 {
     private const int Context = 96;
+    private const int LongContext = 400;
     private const int TestTimeoutMs = 180_000;
 
     public static TheoryData<string, string, bool> Cases => new()
@@ -167,8 +168,9 @@ public sealed class BatchedDecodeTests(ITestOutputHelper output)
 
     /// <summary>
     /// Through the scheduler: generations started from within the first one's stream (so they join a running batch at
-    /// known points), with greedy and seeded sampling and a stop string, each give exactly the tokens and text of
-    /// <see cref="Generator"/> run alone; the steps held several sequences; every slot comes back.
+    /// known points), with greedy and seeded sampling, a stop string and a 300-token prompt (prefilled in three blocks
+    /// between decode steps), each give exactly the tokens and text of <see cref="Generator"/> run alone; the steps held
+    /// several sequences; every slot comes back.
     /// </summary>
     [Theory(Timeout = TestTimeoutMs)]
     [InlineData(false)]
@@ -177,13 +179,13 @@ public sealed class BatchedDecodeTests(ITestOutputHelper output)
     {
         var c = SynthShapes.Get("tiny");
         string path = Synth("tiny", c, DType.F32, gguf: true);
-        using var alone = ModelSession.Open(path, new EngineOptions { Context = Context, Threads = 1, ExpertMemory = ExpertMemory.All });
+        using var alone = ModelSession.Open(path, new EngineOptions { Context = LongContext, Threads = 1, ExpertMemory = ExpertMemory.All });
         using var session = ModelSession.Open(path, new EngineOptions
         {
-            Context = Context, Threads = 2, ExpertMemory = offloaded ? ExpertMemory.OfFraction(0.5) : ExpertMemory.All,
+            Context = LongContext, Threads = 2, ExpertMemory = offloaded ? ExpertMemory.OfFraction(0.5) : ExpertMemory.All,
         });
         var scheduler = new GenerationScheduler(session, maxConcurrent: 4, maxQueued: 0);
-        var prompts = new[] { 5, 14, 2, 30 }.Select((n, i) => Tokens(n, c.VocabSize, 200 + (ulong)i)).ToArray();
+        var prompts = new[] { 5, 14, 2, 300 }.Select((n, i) => Tokens(n, c.VocabSize, 200 + (ulong)i)).ToArray();
         var options = new[]
         {
             new GenerationOptions { MaxTokens = 40, Sampling = SamplingOptions.Greedy, StopAtEos = false },
