@@ -189,19 +189,19 @@ public sealed class GenerationScheduler
     private void Step()
     {
         int n = _batch.Count, vocab = Session.Config.VocabSize;
-        EnsureCapacity(n);
-        for (int b = 0; b < n; b++)
-        {
-            _stepStates[b] = _batch[b].State;
-            _stepTokens[b] = _batch[b].Decoding.NextToken;
-        }
         try
         {
+            EnsureCapacity(n);
+            for (int b = 0; b < n; b++)
+            {
+                _stepStates[b] = _batch[b].State;
+                _stepTokens[b] = _batch[b].Decoding.NextToken;
+            }
             Session.Model.ForwardStep(_scratch!, _stepStates.AsSpan(0, n), _stepTokens.AsSpan(0, n), _stepLogits.AsSpan(0, n * vocab), Session.Team);
         }
         catch (Exception e)
         {
-            // The step failed for all (e.g. an expert could not be read): every sequence in it fails.
+            // The step failed for all (e.g. an expert could not be read, or no memory for a larger batch): every sequence fails.
             for (int i = n - 1; i >= 0; i--) Leave(i, s => s.Completion.TrySetException(e));
             return;
         }
