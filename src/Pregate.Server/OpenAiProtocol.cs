@@ -22,6 +22,8 @@ internal abstract class CompletionRequestBase
     public int? TopK { get; set; }
     public double? MinP { get; set; }
     public double? RepetitionPenalty { get; set; }
+    /// <summary>Go on past the end-of-generation token (llama.cpp's and vLLM's ignore_eos): fixed-length runs for benchmarks.</summary>
+    public bool? IgnoreEos { get; set; }
 }
 
 internal sealed class StreamOptions

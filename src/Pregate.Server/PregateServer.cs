@@ -35,6 +35,8 @@ public sealed class PregateServer : IAsyncDisposable
         Scheduler = new GenerationScheduler(session, options.MaxConcurrent, options.MaxQueued);
         Metrics = new ServerMetrics();
         Metrics.TrackScheduler(() => Scheduler.Queued, () => Scheduler.Running);
+        Metrics.AddCounter("pregate_decode_steps_total", "Batched decode steps (each advances every running sequence by one token).", () => Scheduler.DecodeSteps);
+        Metrics.AddCounter("pregate_decode_step_tokens_total", "Tokens decoded by those steps; divided by the steps, the mean batch size.", () => Scheduler.DecodedTokens);
         Metrics.AddExpertStatistics(session);
         Created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
 

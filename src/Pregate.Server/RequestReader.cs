@@ -116,6 +116,7 @@ internal sealed class RequestReader(string modelId, TextTokenizer tokenizer, Cha
             MaxTokens = maxTokens ?? context,
             Sampling = s,
             StopStrings = StopStrings(r.Stop),
+            StopAtEos = r.IgnoreEos != true,
         });
         return new GenerationPlan(prompt, options, r.Stream ?? false, r.StreamOptions?.IncludeUsage ?? false);
     }

@@ -17,7 +17,7 @@ public sealed record ServerOptions
     /// <summary>When set, every /v1 request needs <c>Authorization: Bearer ApiKey</c>; /health and /metrics stay open.</summary>
     public string? ApiKey { get; init; }
 
-    /// <summary>Sequences generating at once (each has its own KV cache; forward passes take turns).</summary>
+    /// <summary>Sequences generating at once (each has its own KV cache; they decode together, one batched step per token).</summary>
     public int MaxConcurrent { get; init; } = 1;
 
     /// <summary>Requests waiting for a sequence slot; one more gets HTTP 429.</summary>

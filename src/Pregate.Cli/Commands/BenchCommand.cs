@@ -41,8 +41,11 @@ internal static class BenchCommand
             promptTokens, genTokens, decode, rounds, seed, json, vsLlama, text, stats, ablation, memoryCap, outDir, oracleTrace,
         };
         engine.AddTo(cmd);
+        var serveLoad = new ServeLoadBench();
+        serveLoad.AddTo(cmd);
         cmd.SetAction(p =>
         {
+            if (serveLoad.Requested(p)) return serveLoad.Run(p, engine, genTokens, json, stdout, stderr);
             var settings = new BenchmarkSettings
             {
                 PromptTokens = p.GetValue(promptTokens),

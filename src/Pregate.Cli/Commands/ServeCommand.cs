@@ -13,7 +13,7 @@ internal static class ServeCommand
         var host = new Option<string>("--host") { Description = "address to listen on (an IP address or localhost)", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--port") { Description = "TCP port (0 = any free port)", DefaultValueFactory = _ => 8080 };
         var apiKey = new Option<string?>("--api-key") { Description = "require 'Authorization: Bearer KEY' on /v1 requests" };
-        var maxConcurrent = new Option<int>("--max-concurrent") { Description = "sequences generating at once, each with its own KV cache", DefaultValueFactory = _ => 1 };
+        var maxConcurrent = new Option<int>("--max-concurrent") { Description = "sequences generating at once, each with its own KV cache, decoded together in batched steps", DefaultValueFactory = _ => 1 };
         var queue = new Option<int>("--queue") { Description = "requests waiting for a sequence; more get HTTP 429", DefaultValueFactory = _ => 16 };
         var modelId = new Option<string?>("--model-id") { Description = "the model name clients use (default: the model's file or folder name)" };
         var cmd = new Command("serve", "Serve the model with OpenAI's API (/v1/chat/completions, /v1/completions, /v1/models), /health and /metrics")

@@ -46,12 +46,6 @@ public sealed class Generator(MoeModel model, TextTokenizer tokenizer, Inference
     public TextTokenizer Tokenizer => tokenizer;
     public InferenceState State => state;
 
-    /// <summary>
-    /// When set, every forward pass runs under this lock, so generators with their own states can share one model and
-    /// worker team from several threads (their steps interleave: a prompt is one step, then each decoded token).
-    /// </summary>
-    public Lock? ForwardLock { get; init; }
-
     /// <summary>Tokenizes <paramref name="prompt"/> (with BOS when the tokenizer asks for it) and generates.</summary>
     public GenerationResult Generate(string prompt, GenerationOptions o, Action<string>? onText = null, CancellationToken cancel = default) =>
         Generate(tokenizer.Encode(prompt, tokenizer.AddBosToken), o, onText, cancel);
@@ -63,47 +57,92 @@ public sealed class Generator(MoeModel model, TextTokenizer tokenizer, Inference
     /// <exception cref="ArgumentException">Empty prompt, a prompt that does not fit the context, a bad token id or options.</exception>
     public GenerationResult Generate(IReadOnlyList<int> promptIds, GenerationOptions o, Action<string>? onText = null, CancellationToken cancel = default)
     {
-        if (o.MaxTokens < 1) throw new ArgumentException($"the number of tokens to generate must be at least 1, not {o.MaxTokens}");
-        if (promptIds.Count == 0) throw new ArgumentException("the prompt is empty: give at least one token");
-        if (promptIds.Count >= state.Context)
-            throw new ArgumentException($"the prompt has {promptIds.Count} tokens but the context holds {state.Context}; shorten the prompt or raise --ctx");
-        foreach (int id in promptIds)
-            if ((uint)id >= (uint)model.Config.VocabSize) throw new ArgumentException($"token id {id} is outside the vocabulary (0..{model.Config.VocabSize - 1})");
-        var sampler = new Sampler(o.Sampling, model.Config.VocabSize);
-
+        var sequence = new SequenceDecoding(tokenizer, model.Config.VocabSize, state.Context, promptIds, o, onText);
         state.Reset();
         var clock = Stopwatch.StartNew();
         Forward(promptIds.ToArray(), _logits);
         var prefill = clock.Elapsed;
 
         clock.Restart();
-        var history = new List<int>(promptIds);
-        var generated = new List<int>();
-        var decoder = tokenizer.CreateStreamDecoder(skipSpecialTokens: true);
-        var text = new StringBuilder();
-        var stops = new StopMatcher(o.StopStrings);
-        var finish = FinishReason.Length;
         while (true)
         {
             cancel.ThrowIfCancellationRequested();
-            int next = sampler.Sample(_logits, history);
-            if ((o.StopAtEos && tokenizer.IsEndOfGeneration(next)) || o.StopTokens.Contains(next)) { finish = FinishReason.Stop; break; }
-            generated.Add(next);
-            history.Add(next);
-            if (stops.Push(decoder.Append(next), text, onText)) { finish = FinishReason.Stop; break; }
-            if (generated.Count >= o.MaxTokens || state.Position >= state.Context) break;
+            if (!sequence.Accept(_logits, state.Position)) break;
+            int next = sequence.NextToken;
             Forward(new ReadOnlySpan<int>(in next), _logits);
         }
-        if (!stops.Matched) stops.Push(decoder.Flush(), text, onText);
-        stops.Finish(text, onText);
-        return new GenerationResult(text.ToString(), generated, promptIds.Count, finish, prefill, clock.Elapsed);
+        return sequence.Finish(prefill, clock.Elapsed);
     }
 
     // Runs tokens (the whole prompt as one batch, or one decoded token) and leaves the last position's logits.
-    private void Forward(ReadOnlySpan<int> tokens, Span<float> logits)
+    private void Forward(ReadOnlySpan<int> tokens, Span<float> logits) =>
+        model.Forward(state, tokens, logits, allPositions: false, team);
+}
+
+/// <summary>
+/// The sampling side of one generation, apart from the forward passes: samples each next token from the logits, stops at
+/// EOS, a stop token, a stop string, the token limit or a full context, and streams the text. Shared by
+/// <see cref="Generator"/> and the batched loop of <see cref="GenerationScheduler"/>, so both give the same tokens.
+/// </summary>
+internal sealed class SequenceDecoding
+{
+    private readonly TextTokenizer _tokenizer;
+    private readonly GenerationOptions _options;
+    private readonly Action<string>? _onText;
+    private readonly int _context, _promptTokens;
+    private readonly Sampler _sampler;
+    private readonly List<int> _history;
+    private readonly List<int> _generated = new();
+    private readonly TokenStreamDecoder _decoder;
+    private readonly StringBuilder _text = new();
+    private readonly StopMatcher _stops;
+    private FinishReason _finish = FinishReason.Length;
+
+    /// <exception cref="ArgumentException">Empty prompt, a prompt that does not fit the context, a bad token id or options.</exception>
+    public SequenceDecoding(TextTokenizer tokenizer, int vocab, int context, IReadOnlyList<int> promptIds, GenerationOptions o, Action<string>? onText)
     {
-        if (ForwardLock is null) { model.Forward(state, tokens, logits, allPositions: false, team); return; }
-        lock (ForwardLock) model.Forward(state, tokens, logits, allPositions: false, team);
+        if (o.MaxTokens < 1) throw new ArgumentException($"the number of tokens to generate must be at least 1, not {o.MaxTokens}");
+        if (promptIds.Count == 0) throw new ArgumentException("the prompt is empty: give at least one token");
+        if (promptIds.Count >= context)
+            throw new ArgumentException($"the prompt has {promptIds.Count} tokens but the context holds {context}; shorten the prompt or raise --ctx");
+        foreach (int id in promptIds)
+            if ((uint)id >= (uint)vocab) throw new ArgumentException($"token id {id} is outside the vocabulary (0..{vocab - 1})");
+        _tokenizer = tokenizer;
+        _options = o;
+        _onText = onText;
+        _context = context;
+        _promptTokens = promptIds.Count;
+        _sampler = new Sampler(o.Sampling, vocab);
+        _history = new List<int>(promptIds);
+        _decoder = tokenizer.CreateStreamDecoder(skipSpecialTokens: true);
+        _stops = new StopMatcher(o.StopStrings);
+    }
+
+    /// <summary>The token to run next (valid after <see cref="Accept"/> returned true).</summary>
+    public int NextToken { get; private set; }
+
+    /// <summary>
+    /// Samples a token from <paramref name="logits"/> (the sequence holds <paramref name="position"/> tokens) and streams
+    /// its text. True: generation goes on with <see cref="NextToken"/>; false: it has ended.
+    /// </summary>
+    public bool Accept(ReadOnlySpan<float> logits, int position)
+    {
+        int next = _sampler.Sample(logits, _history);
+        if ((_options.StopAtEos && _tokenizer.IsEndOfGeneration(next)) || _options.StopTokens.Contains(next)) { _finish = FinishReason.Stop; return false; }
+        _generated.Add(next);
+        _history.Add(next);
+        if (_stops.Push(_decoder.Append(next), _text, _onText)) { _finish = FinishReason.Stop; return false; }
+        if (_generated.Count >= _options.MaxTokens || position >= _context) return false;
+        NextToken = next;
+        return true;
+    }
+
+    /// <summary>Flushes the held-back text and returns the outcome.</summary>
+    public GenerationResult Finish(TimeSpan prefill, TimeSpan decode)
+    {
+        if (!_stops.Matched) _stops.Push(_decoder.Flush(), _text, _onText);
+        _stops.Finish(_text, _onText);
+        return new GenerationResult(_text.ToString(), _generated, _promptTokens, _finish, prefill, decode);
     }
 }
 

@@ -44,16 +44,21 @@ public sealed class InferenceState
     /// Allocates the cache for <paramref name="context"/> tokens and activations for blocks of <paramref name="maxBatch"/>
     /// tokens (≤ 0: min(context, <see cref="DefaultMaxBatch"/>)).
     /// </summary>
-    public InferenceState(ModelConfig c, int context, int maxBatch = 0)
+    public InferenceState(ModelConfig c, int context, int maxBatch = 0) : this(c, context, maxBatch, allocateCache: true)
+    {
+    }
+
+    // allocateCache false: activations only (the rows of a DecodeBatch, whose sequences keep their own caches).
+    private InferenceState(ModelConfig c, int context, int maxBatch, bool allocateCache)
     {
         if (context < 1) throw new ArgumentOutOfRangeException(nameof(context), context, "context must be at least 1 token");
         Context = context;
         MaxBatch = maxBatch > 0 ? Math.Min(maxBatch, context) : Math.Min(context, DefaultMaxBatch);
         int b = MaxBatch;
         int d = c.HiddenSize, q = c.NumHeads * c.HeadDim, kv = c.NumKvHeads * c.HeadDim;
-        long cacheFloats = (long)context * kv;
+        long cacheFloats = allocateCache ? (long)context * kv : 0;
         if (cacheFloats > Array.MaxLength) throw new ArgumentOutOfRangeException(nameof(context), context, "KV cache too large for one buffer per layer");
-        long scoreFloats = (long)Math.Max(b, c.NumHeads) * context;
+        long scoreFloats = allocateCache ? (long)Math.Max(b, c.NumHeads) * context : 0;
         if (scoreFloats > Array.MaxLength) throw new ArgumentOutOfRangeException(nameof(context), context, "attention scores too large for one buffer");
         Keys = new float[c.NumLayers][];
         Values = new float[c.NumLayers][];
@@ -80,6 +85,9 @@ public sealed class InferenceState
         Expert = new ExpertScratch(d, Math.Max(c.ExpertFfn, c.SharedExpertFfn), b, c.NumExpertsUsed);
     }
 
+    /// <summary>Activation buffers for blocks of <paramref name="rows"/> tokens and no KV cache.</summary>
+    internal static InferenceState ActivationsOnly(ModelConfig c, int rows) => new(c, rows, rows, allocateCache: false);
+
     private static float[] Pinned(long n) => GC.AllocateArray<float>(checked((int)n), pinned: true);
 
     /// <summary>Bytes of the KV cache.</summary>
@@ -87,6 +95,36 @@ public sealed class InferenceState
 
     /// <summary>Forgets the sequence (the buffers are kept).</summary>
     public void Reset() => Position = 0;
+}
+
+/// <summary>
+/// Scratch of <see cref="MoeModel.ForwardStep"/>: activations for up to <see cref="MaxSequences"/> sequences decoding one
+/// token each, and the per-sequence pointers of the batched attention. Create once (<see cref="MoeModel.CreateDecodeBatch"/>)
+/// and reuse for every step; one step at a time.
+/// </summary>
+public sealed class DecodeBatch
+{
+    internal readonly InferenceState Rows;   // activations [B, …]; no KV cache of its own
+    internal readonly nint[] Keys;           // [B] the layer's key cache of each sequence
+    internal readonly nint[] Values;         // [B] the layer's value cache of each sequence
+    internal readonly nint[] Scores;         // [B] each sequence's scores buffer [H, Context]
+    internal readonly int[] Positions;       // [B] each sequence's position (before the step)
+    internal readonly int[] ScoreStrides;    // [B] each sequence's context
+
+    internal DecodeBatch(ModelConfig c, int maxSequences)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxSequences, 1);
+        MaxSequences = maxSequences;
+        Rows = InferenceState.ActivationsOnly(c, maxSequences);
+        Keys = GC.AllocateArray<nint>(maxSequences, pinned: true);
+        Values = GC.AllocateArray<nint>(maxSequences, pinned: true);
+        Scores = GC.AllocateArray<nint>(maxSequences, pinned: true);
+        Positions = GC.AllocateArray<int>(maxSequences, pinned: true);
+        ScoreStrides = GC.AllocateArray<int>(maxSequences, pinned: true);
+    }
+
+    /// <summary>Sequences one step can decode.</summary>
+    public int MaxSequences { get; }
 }
 
 /// <summary>

@@ -1,6 +1,7 @@
 // The decoder shared by every MoE family: embedding → per layer (RMSNorm → GQA attention with RoPE → residual →
 // RMSNorm → router → routed experts (+ shared expert) → residual) → final norm → lm_head. Families override what
 // differs (q/k normalisation, routing, shared expert) in their own file, named after the HF model_type.
+using System.Runtime.CompilerServices;
 using Pregate.Core;
 using Pregate.Formats;
 using Pregate.Kernels;
@@ -106,6 +107,10 @@ public abstract class MoeModel
     /// <summary>A fresh sequence state: KV cache for <paramref name="context"/> tokens, blocks of <paramref name="maxBatch"/> (≤ 0: default).</summary>
     public InferenceState CreateState(int context, int maxBatch = 0) => new(Config, context, maxBatch);
 
+    /// <summary>Scratch for <see cref="ForwardStep"/> over up to <paramref name="maxSequences"/> sequences at once.</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxSequences"/> &lt; 1.</exception>
+    public DecodeBatch CreateDecodeBatch(int maxSequences) => new(Config, maxSequences);
+
     /// <summary>
     /// Weight bytes one decoded token reads: every resident tensor (attention, norms, routers, shared experts, lm_head),
     /// one embedding row, and k routed experts per layer.
@@ -203,6 +208,172 @@ public abstract class MoeModel
         MatMul.Run(_output, s.HiddenAct, logits, team);
     }
 
+    /// <summary>
+    /// One decode step of several sequences: sequence b runs <paramref name="tokens"/>[b] at its own position
+    /// <c>states[b].Position</c>, appends its keys and values to its own cache and advances. Every weight product (q/k/v,
+    /// o, router, shared expert, lm_head) runs once over the B rows, attention runs per (sequence, head) against each
+    /// sequence's own cache, and the routed experts run through <see cref="IExpertRunner.RunBatch"/>, so each chosen expert
+    /// computes all the rows routed to it at once. Row b of the logits is bit-identical to
+    /// <see cref="Forward(InferenceState, int, Span{float}, WorkerTeam?)"/> of that token alone. Unless
+    /// <paramref name="logits"/> is empty it receives [B, V] row-major. Allocates nothing.
+    /// </summary>
+    /// <exception cref="ArgumentException">No sequences, states and tokens of different counts, more than the batch holds,
+    /// a state given twice, or <paramref name="logits"/> of the wrong length.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A token outside the vocabulary or a sequence whose context is full.</exception>
+    public void ForwardStep(DecodeBatch batch, ReadOnlySpan<InferenceState> states, ReadOnlySpan<int> tokens, Span<float> logits, WorkerTeam? team = null)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        var c = Config;
+        int n = states.Length, vocab = c.VocabSize, d = c.HiddenSize, hd = c.HeadDim, k = c.NumExpertsUsed, e = c.NumExperts;
+        if (n == 0) throw new ArgumentException("no sequences given", nameof(states));
+        if (tokens.Length != n) throw new ArgumentException($"{tokens.Length} tokens for {n} sequences", nameof(tokens));
+        if (n > batch.MaxSequences) throw new ArgumentException($"{n} sequences exceed the batch of {batch.MaxSequences}", nameof(states));
+        if (!logits.IsEmpty && logits.Length != (long)n * vocab) throw new ArgumentException($"logits hold {logits.Length} values, {(long)n * vocab} expected", nameof(logits));
+        for (int b = 0; b < n; b++)
+        {
+            var st = states[b] ?? throw new ArgumentNullException(nameof(states), $"state {b} is null");
+            if ((uint)tokens[b] >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(tokens), tokens[b], $"token id outside the vocabulary (0..{vocab - 1})");
+            if (st.Position >= st.Context) throw new ArgumentOutOfRangeException(nameof(states), st.Position, $"sequence {b} has filled its context of {st.Context} tokens");
+            for (int other = 0; other < b; other++)
+                if (ReferenceEquals(states[other], st)) throw new ArgumentException($"sequences {other} and {b} share one state", nameof(states));
+        }
+
+        var s = batch.Rows;
+        for (int b = 0; b < n; b++)
+        {
+            batch.Positions[b] = states[b].Position;
+            batch.ScoreStrides[b] = states[b].Context;
+            Embed(tokens[b], s.Hidden.AsSpan(b * d, d));
+            Rope.CosSin(states[b].Position, c.RopeTheta, hd, s.CosSin.AsSpan(b * hd, hd));
+        }
+        var hidden = s.Hidden.AsSpan(0, n * d);
+        for (int i = 0; i < Layers.Length; i++)
+        {
+            var l = Layers[i];
+            StepAttention(i, l, batch, states, n, team);
+            Experts.AfterAttention(i, hidden, n);
+            if (Observer is { } attnObserver)
+                for (int b = 0; b < n; b++) attnObserver.OnTensor("attn_residual", i, batch.Positions[b], hidden.Slice(b * d, d));
+
+            NormRows(s.Hidden, l.FfnNorm, s.Normed, n, d);
+            s.HiddenAct.Load(s.Normed.AsSpan(0, n * d), n);
+            MatMul.Run(l.Router, s.HiddenAct, s.RouterLogits.AsSpan(0, n * e), team);
+            for (int b = 0; b < n; b++)
+            {
+                var ids = s.ExpertIds.AsSpan(b * k, k);
+                var weights = s.ExpertWeights.AsSpan(b * k, k);
+                var router = s.RouterLogits.AsSpan(b * e, e);
+                Route(i, router, ids, weights);
+                Observer?.OnRouting(i, batch.Positions[b], router, ids, weights);
+                Experts.ObserveRouting(i, router);
+            }
+            var moeOut = s.MoeOut.AsSpan(0, n * d);
+            moeOut.Clear();
+            Experts.RunBatch(i, s.ExpertIds.AsSpan(0, n * k), s.ExpertWeights.AsSpan(0, n * k), s.HiddenAct, moeOut, s.Expert, team);
+            AddSharedExpert(l, s, n, team);
+            if (Observer is { } moeObserver)
+                for (int b = 0; b < n; b++) moeObserver.OnTensor("moe_out", i, batch.Positions[b], moeOut.Slice(b * d, d));
+            ElementOps.Add(hidden, moeOut);
+        }
+        for (int b = 0; b < n; b++) states[b].Position = batch.Positions[b] + 1;
+        if (logits.IsEmpty) return;
+        NormRows(s.Hidden, _outputNorm, s.Normed, n, d);
+        s.HiddenAct.Load(s.Normed.AsSpan(0, n * d), n);
+        MatMul.Run(_output, s.HiddenAct, logits, team);
+    }
+
+    // Attention of a decode step: projections over the batch's rows, each row's k/v appended to its own sequence's cache,
+    // then one job over (sequence, head) pairs, each reading its own cache and writing its own scores row.
+    private unsafe void StepAttention(int layer, Layer l, DecodeBatch batch, ReadOnlySpan<InferenceState> states, int n, WorkerTeam? team)
+    {
+        var c = Config;
+        var s = batch.Rows;
+        int d = c.HiddenSize, hd = c.HeadDim, qDim = c.NumHeads * hd, kvDim = c.NumKvHeads * hd;
+        NormRows(s.Hidden, l.AttnNorm, s.Normed, n, d);
+        s.HiddenAct.Load(s.Normed.AsSpan(0, n * d), n);
+        fixed (float* q = s.Q) fixed (float* k = s.K) fixed (float* v = s.V)
+        {
+            var tasks = s.AttentionTasks;
+            tasks[0] = new MatMulTask(l.Q, s.HiddenAct, q);
+            tasks[1] = new MatMulTask(l.K, s.HiddenAct, k);
+            tasks[2] = new MatMulTask(l.V, s.HiddenAct, v);
+            MatMul.Run(tasks, team);
+        }
+        for (int b = 0; b < n; b++)
+        {
+            var st = states[b];
+            int pos = batch.Positions[b];
+            var qt = s.Q.AsSpan(b * qDim, qDim);
+            var kt = s.K.AsSpan(b * kvDim, kvDim);
+            var vt = s.V.AsSpan(b * kvDim, kvDim);
+            if (l.QBias is not null) ElementOps.Add(qt, l.QBias);
+            if (l.KBias is not null) ElementOps.Add(kt, l.KBias);
+            if (l.VBias is not null) ElementOps.Add(vt, l.VBias);
+            NormalizeQK(l, qt, kt);
+            var cosSin = s.CosSin.AsSpan(b * hd, hd);
+            Rope.Apply(qt, c.NumHeads, hd, cosSin, _rope);
+            Rope.Apply(kt, c.NumKvHeads, hd, cosSin, _rope);
+            kt.CopyTo(st.Keys[layer].AsSpan(pos * kvDim, kvDim));
+            vt.CopyTo(st.Values[layer].AsSpan(pos * kvDim, kvDim));
+            // The caches and scores are pinned arrays (allocated pinned), so their addresses stay valid.
+            batch.Keys[b] = (nint)Unsafe.AsPointer(ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(st.Keys[layer]));
+            batch.Values[b] = (nint)Unsafe.AsPointer(ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(st.Values[layer]));
+            batch.Scores[b] = (nint)Unsafe.AsPointer(ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(st.Scores));
+        }
+        fixed (float* q = s.Q) fixed (float* output = s.AttnOut)
+        fixed (nint* keys = batch.Keys) fixed (nint* values = batch.Values) fixed (nint* scores = batch.Scores)
+        fixed (int* positions = batch.Positions) fixed (int* strides = batch.ScoreStrides)
+        {
+            var job = new StepAttentionJob
+            {
+                Q = q, Output = output, Keys = keys, Values = values, Scores = scores, Positions = positions, ScoreStrides = strides,
+                Heads = c.NumHeads, HeadDim = hd, KvDim = kvDim, Group = c.NumHeads / c.NumKvHeads, Scale = _attnScale,
+            };
+            int rows = n * c.NumHeads;
+            if (team is null) job.Execute(0, rows);
+            else team.Run(ref job, rows);
+        }
+        s.AttnAct.Load(s.AttnOut.AsSpan(0, n * qDim), n);
+        var projected = s.Projected.AsSpan(0, n * d);
+        MatMul.Run(l.O, s.AttnAct, projected, team);
+        ElementOps.Add(s.Hidden.AsSpan(0, n * d), projected);
+    }
+
+    // Row r = (sequence r / H, head r % H): the same per-head attention as a one-token Forward, over that sequence's cache.
+    private unsafe struct StepAttentionJob : IRowJob
+    {
+        public float* Q, Output;
+        public nint* Keys, Values, Scores;
+        public int* Positions, ScoreStrides;
+        public int Heads, HeadDim, KvDim, Group;
+        public float Scale;
+
+        public readonly void Execute(int start, int end)
+        {
+            int qDim = Heads * HeadDim;
+            for (int r = start; r < end; r++)
+            {
+                int b = r / Heads, h = r % Heads;
+                AttendHead(Q + (long)b * qDim + h * HeadDim, (float*)Keys[b], (float*)Values[b],
+                    (float*)Scores[b] + (long)h * ScoreStrides[b], Output + (long)b * qDim + h * HeadDim,
+                    Positions[b], HeadDim, KvDim, h / Group * HeadDim, Scale);
+            }
+        }
+    }
+
+    // softmax(q·Kᵀ·scale) V of one head over positions 0..pos of a cache of rows [KvDim] (this head's kv slice at kvOff).
+    private static unsafe void AttendHead(float* q, float* keys, float* values, float* scores, float* output, int pos, int hd, int kvDim, int kvOff, float scale)
+    {
+        for (int j = 0; j <= pos; j++)
+            scores[j] = VecDot.F32(q, keys + (long)j * kvDim + kvOff, hd) * scale;
+        var row = new Span<float>(scores, pos + 1);
+        ElementOps.Softmax(row);
+        var o = new Span<float>(output, hd);
+        o.Clear();
+        for (int j = 0; j <= pos; j++)
+            ElementOps.WeightedAdd(o, row[j], new ReadOnlySpan<float>(values + (long)j * kvDim + kvOff, hd));
+    }
+
     /// <summary>Chooses the experts of <paramref name="layer"/> from its router logits (overwritten freely).</summary>
     protected abstract void Route(int layer, Span<float> routerLogits, Span<int> ids, Span<float> weights);
 
@@ -292,17 +463,9 @@ public abstract class MoeModel
 
         private readonly void Head(int t, int h, float* scores)
         {
-            int hd = HeadDim, pos = FirstPosition + t, qDim = Heads * hd;
-            float* q = Q + (long)t * qDim + h * hd;
-            int kvOff = h / Group * hd;
-            for (int j = 0; j <= pos; j++)
-                scores[j] = VecDot.F32(q, Keys + (long)j * KvDim + kvOff, hd) * Scale;
-            var row = new Span<float>(scores, pos + 1);
-            ElementOps.Softmax(row);
-            var o = new Span<float>(Output + (long)t * qDim + h * hd, hd);
-            o.Clear();
-            for (int j = 0; j <= pos; j++)
-                ElementOps.WeightedAdd(o, row[j], new ReadOnlySpan<float>(Values + (long)j * KvDim + kvOff, hd));
+            int hd = HeadDim, qDim = Heads * hd;
+            AttendHead(Q + (long)t * qDim + h * hd, Keys, Values, scores, Output + (long)t * qDim + h * hd,
+                FirstPosition + t, hd, KvDim, h / Group * hd, Scale);
         }
     }
 
