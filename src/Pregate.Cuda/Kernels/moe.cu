@@ -4,7 +4,7 @@
 // a ← beats b when its probability is larger, NaN ranking below every number, ties to the lower id (ElementOps.TopK).
 __device__ __forceinline__ bool ranks_before(float a, int ia, float b, int ib)
 {
-    bool an = isnan(a), bn = isnan(b);
+    bool an = a != a, bn = b != b;   // NaN
     if (an != bn) return bn;
     if (an || a == b) return ia < ib;
     return a > b;
