@@ -51,14 +51,24 @@ public sealed unsafe class CudaDevice : IDisposable
         var nvrtc = new Nvrtc(NvrtcLibrary);
         NvrtcVersion = nvrtc.Version();
         Context = Driver.RetainPrimaryContext(Device);
-        Driver.SetCurrent(Context);
-        string source = KernelSources.CombinedSource();
-        string[] options = Nvrtc.Options(Arch);
-        byte[] cubin = cache.GetOrCompile(source, Arch, NvrtcVersion, options, () => nvrtc.CompileCubin(source, "pregate_kernels.cu", Arch));
-        _module = Driver.LoadModule(cubin);
-        foreach (string name in KernelSources.KernelNames) _functions[name] = Driver.Function(_module, name);
-        ComputeStream = Driver.CreateStream();
-        CopyStream = Driver.CreateStream();
+        try
+        {
+            Driver.SetCurrent(Context);
+            string source = KernelSources.CombinedSource();
+            string[] options = Nvrtc.Options(Arch);
+            byte[] cubin = cache.GetOrCompile(source, Arch, NvrtcVersion, options, () => nvrtc.CompileCubin(source, "pregate_kernels.cu", Arch));
+            _module = Driver.LoadModule(cubin);
+            foreach (string name in KernelSources.KernelNames) _functions[name] = Driver.Function(_module, name);
+            ComputeStream = Driver.CreateStream();
+            CopyStream = Driver.CreateStream();
+        }
+        catch
+        {
+            if (ComputeStream != 0) Driver.DestroyStream(ComputeStream);
+            if (_module != 0) Driver.UnloadModule(_module);
+            Driver.ReleasePrimaryContext(Device);
+            throw;
+        }
         _argSlots = (ulong*)NativeMemory.AllocZeroed(MaxArgs, sizeof(ulong));
         _argPointers = (void**)NativeMemory.AllocZeroed(MaxArgs, (nuint)sizeof(void*));
         for (int i = 0; i < MaxArgs; i++) _argPointers[i] = _argSlots + i;

@@ -63,6 +63,7 @@ internal static class SelftestCommand
                     string path = Path.Combine(dir, $"{shape}-{DTypes.Name(type)}.gguf");
                     SyntheticModel.WriteGguf(path, new SynthOptions(SynthShapes.Get(shape), type, Seed: 7));
                     if (!Compare($"{shape}", type, path, count, offload: true, stdout)) failures++;
+                    if (shape == Shapes[0] && !CheckGemm(type, path, stdout)) failures++;
                 }
             if (modelPath is not null)
             {
@@ -113,6 +114,26 @@ internal static class SelftestCommand
         }
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{name,-16} {DTypes.Name(type),-6} {maxDiff,-12:0.000E+0} {rel,-11:0.00E+0} {tol,-10:0E+0} {offloadText,-10} {expertText,-32} {(ok ? "ok" : "FAIL")} ({gpuSeconds:0.00} s on the GPU)"));
+        return ok;
+    }
+
+    /// <summary>Bound of the cuBLAS fp16 path against the mat-vec kernel (inputs and F32 weights rounded to fp16).</summary>
+    internal const double GemmTolerance = 1e-2;
+
+    // cuBLAS on fp16 copies of the first layer's q projection against the mat-vec kernel, 8 random input vectors.
+    private static bool CheckGemm(DType type, string path, TextWriter stdout)
+    {
+        using var ck = Checkpoint.Open(path);
+        var w = Pregate.Kernels.WeightMatrix.FromTensor(ck.Get(TensorRole.AttnQ, 0));
+        const int tokens = 8;
+        var x = new float[tokens * w.Cols];
+        var rng = new SeededRandom(13, "selftest-gemm");
+        for (int i = 0; i < x.Length; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
+        using var device = new CudaDevice(new KernelCache(KernelCache.DefaultDirectory(Environment.GetEnvironmentVariable)));
+        var a = PrefillGemmCheck.Run(device, w, x, tokens);
+        bool ok = a.Gemm <= GemmTolerance && a.Batched <= GemmTolerance;
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"cuBLAS fp16 GEMM vs mat-vec, {DTypes.Name(type)} [{w.Rows}, {w.Cols}] × {tokens}: rel err {a.Gemm:0.00E+0}, strided-batched {a.Batched:0.00E+0} (tolerance {GemmTolerance:0E+0}) {(ok ? "ok" : "FAIL")}"));
         return ok;
     }
 
