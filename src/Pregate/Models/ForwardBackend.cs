@@ -11,7 +11,8 @@ public interface IForwardBackend : IDisposable
     /// <summary>
     /// Runs <paramref name="tokens"/> of the sequence <paramref name="state"/> at positions
     /// <paramref name="firstPosition"/>…, appending their keys and values to the backend's cache for that state (earlier
-    /// positions were run through this backend with the same state). <paramref name="logits"/> is empty, the last token's
+    /// positions were run through this backend with the same state; position 0 starts the sequence over, since a caller
+    /// may reset the state at any time). <paramref name="logits"/> is empty, the last token's
     /// logits [V], or every token's logits [tokens, V] when <paramref name="allPositions"/>; MoeModel has checked the sizes.
     /// The caller advances the state's position.
     /// </summary>
