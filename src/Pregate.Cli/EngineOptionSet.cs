@@ -6,6 +6,7 @@ using Pregate.Cuda.Native;
 using Pregate.Engine;
 using Pregate.Experts;
 using Pregate.Experts.Prediction;
+using Pregate.Models;
 
 namespace Pregate.Cli;
 
@@ -31,7 +32,7 @@ internal sealed class EngineOptionSet
     public readonly Option<string?> Predictor = new("--predictor")
     {
         Description = "how offloaded experts are prefetched: none (on demand), next-gate (the next layer's router on this layer's state), " +
-                      "pregate (a calibrated predictor, see calibrate). Default: pregate when its file sits next to the model, else next-gate",
+                      "pregate (a calibrated predictor, see calibrate), oracle (bench only: replays the routing of an identical resident run). Default: pregate when its file sits next to the model, else next-gate",
     };
     public readonly Option<string?> PredictorFile = new("--predictor-file") { Description = "the calibrated predictor file (default: next to the model)" };
     public readonly Option<int> Lookahead = new("--lookahead") { Description = "layers ahead to prefetch: 1 or 2", DefaultValueFactory = _ => 1 };
@@ -54,15 +55,18 @@ internal sealed class EngineOptionSet
 
     /// <summary>The engine options the command line asks for.</summary>
     /// <exception cref="UserException">A value is malformed.</exception>
-    public EngineOptions Options(ParseResult p)
+    public EngineOptions Options(ParseResult p) => Options(p, p.GetValue(ExpertMemory), p.GetValue(Cache)!);
+
+    /// <summary>The engine options the command line asks for, with --expert-memory and --cache given as <paramref name="expertMemory"/> and <paramref name="cache"/>.</summary>
+    /// <exception cref="UserException">A value is malformed.</exception>
+    public EngineOptions Options(ParseResult p, string? expertMemory, string cache)
     {
         Pregate.Engine.ExpertMemory? memory = DefaultExpertMemory;
-        if (p.GetValue(ExpertMemory) is string text)
+        if (expertMemory is string text)
         {
             if (!Pregate.Engine.ExpertMemory.TryParse(text, out var m, out string error)) throw new UserException($"--expert-memory: {error}");
             memory = m;
         }
-        string cache = p.GetValue(Cache)!;
         if (!EvictionPolicy.TryParse(cache, out var policy)) throw new UserException($"--cache must be lru, lfu or score, not '{cache}'");
         string onMiss = p.GetValue(OnMiss)!;
         if (!onMiss.Equals("load", StringComparison.OrdinalIgnoreCase))
@@ -72,14 +76,14 @@ internal sealed class EngineOptionSet
         PredictorKind? predictor = null;
         if (p.GetValue(Predictor) is string name)
         {
-            if (!PredictorKinds.TryParse(name, out var kind)) throw new UserException($"--predictor must be none, next-gate or pregate, not '{name}'");
+            if (!PredictorKinds.TryParse(name, out var kind)) throw new UserException($"--predictor must be none, next-gate, pregate or oracle, not '{name}'");
             predictor = kind;
         }
         string backend = p.GetValue(Backend)!.ToLowerInvariant();
         if (backend is not ("cpu" or "cuda")) throw new UserException($"--backend must be cpu or cuda, not '{backend}'");
         return new EngineOptions
         {
-            Backend = backend == "cuda" ? CudaEngine.Create : null,
+            Backend = backend == "cuda" ? CreateCudaEngine : null,
             Threads = p.GetValue(Threads), Context = p.GetValue(Context), ExpertMemory = memory, CachePolicy = policy,
             Predictor = predictor, PredictorFile = p.GetValue(PredictorFile), Lookahead = p.GetValue(Lookahead), PredictExtra = p.GetValue(PredictExtra),
         };
@@ -90,6 +94,13 @@ internal sealed class EngineOptionSet
         var o = Options(p);
         try { return ModelSession.Open(ModelPath(p), o); }
         catch (ArgumentException e) { throw new UserException(e.Message); }
+    }
+
+    // A missing driver, library or device is the user's to fix: shown without a stack trace, exit code 1, from every
+    // command that opens a session.
+    private static IForwardBackend CreateCudaEngine(BackendRequest request)
+    {
+        try { return CudaEngine.Create(request); }
         catch (CudaException e) { throw new UserException(e.Message); }
     }
 

@@ -1,5 +1,6 @@
 // The OpenAI-compatible HTTP server: ASP.NET Core minimal APIs on Kestrel over one model session. Endpoints:
-// GET /v1/models, POST /v1/chat/completions, POST /v1/completions (JSON or server-sent events), GET /health, GET /metrics.
+// GET /v1/models, POST /v1/chat/completions, POST /v1/completions (JSON or server-sent events), GET /health, GET /metrics,
+// GET /v1/engine/events (per-token expert events) and the web console at GET /.
 using System.Diagnostics;
 using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
@@ -65,6 +66,8 @@ public sealed class PregateServer : IAsyncDisposable
         _app.MapGet("/v1/models/{id}", ModelAsync);
         _app.MapPost("/v1/chat/completions", completions.ChatAsync);
         _app.MapPost("/v1/completions", completions.CompletionAsync);
+        _app.MapGet("/v1/engine/events", new EngineEventsEndpoint(session, ModelId, _app.Lifetime.ApplicationStopping).StreamAsync);
+        new ConsolePage().Map(_app);
     }
 
     /// <summary>The id clients use for the served model.</summary>

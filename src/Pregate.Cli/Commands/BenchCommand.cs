@@ -1,12 +1,14 @@
 // `pregate bench`: prefill and decode throughput on a seeded random prompt and a forced (or greedy) decode stream, with
-// weight bytes per token and peak memory; `--vs-llama` interleaves rounds with llama.cpp (benchmarks/Pregate.Benchmarks,
-// run as a child process) and reports medians and the ratios Pregate / llama.cpp.
+// weight bytes per token, expert figures (per layer too) and peak memory; `--vs-llama` interleaves rounds with llama.cpp
+// (benchmarks/Pregate.Benchmarks, run as a child process) and reports medians and the ratios Pregate / llama.cpp.
+// `--ablation` and budget/policy lists hand over to BenchMatrix.
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using Pregate.Engine;
 using Pregate.Experts;
+using Pregate.Experts.Prediction;
 using Pregate.Formats;
 
 namespace Pregate.Cli.Commands;
@@ -22,10 +24,22 @@ internal static class BenchCommand
         decode.AcceptOnlyFromAmong("forced", "greedy");
         var rounds = new Option<int>("--rounds") { Description = "measured rounds (medians are reported; with --vs-llama the engines alternate)", DefaultValueFactory = _ => 3 };
         var seed = new Option<ulong>("--seed") { Description = "seed of the prompt and the forced decode stream", DefaultValueFactory = _ => 1 };
-        var json = new Option<bool>("--json") { Description = "print one JSON object" };
+        var json = new Option<bool>("--json") { Description = "print one JSON object (with --ablation or a sweep: results.json instead of the table)" };
         var text = new Option<string?>("--text") { Description = "feed this UTF-8 text (prompt, then the forced decode stream) instead of random tokens: for trained models" };
         var vsLlama = new Option<bool>("--vs-llama") { Description = "also measure llama.cpp (LLamaSharp, same threads and protocol) and print the ratios" };
-        var cmd = new Command("bench", "Measure prefill and decode speed (optionally against llama.cpp)") { promptTokens, genTokens, decode, rounds, seed, json, vsLlama, text };
+        var stats = new Option<bool>("--stats") { Description = "print the expert figures per layer (offloaded experts)" };
+        var ablation = new Option<bool>("--ablation")
+        {
+            Description = "run the workload under on-demand loading, the cache alone, cache + next-gate, cache + pregate (when calibrated), " +
+                          "cache + oracle and resident experts, at each --expert-memory budget (default 25%,50%); writes --out",
+        };
+        var memoryCap = new Option<string?>("--memory-cap") { Description = "with --ablation or a sweep: run each configuration in a child process inside a fresh cgroup v1 memory group of this size (e.g. 400MiB)" };
+        var outDir = new Option<string?>("--out") { Description = "with --ablation or a sweep: the folder for results.json, results.md and chart.png (default ./ablation-TIMESTAMP or ./sweep-TIMESTAMP)" };
+        var oracleTrace = new Option<string?>("--oracle-trace") { Description = "with --predictor oracle: replay this routing trace (written by --ablation) instead of recording one" };
+        var cmd = new Command("bench", "Measure prefill and decode speed (optionally against llama.cpp); --ablation and budget lists (--expert-memory 10%,25%,all) compare configurations")
+        {
+            promptTokens, genTokens, decode, rounds, seed, json, vsLlama, text, stats, ablation, memoryCap, outDir, oracleTrace,
+        };
         engine.AddTo(cmd);
         cmd.SetAction(p =>
         {
@@ -38,50 +52,158 @@ internal static class BenchCommand
             };
             int roundCount = p.GetValue(rounds);
             try { settings.Validate(); }
-            catch (ArgumentException e) { throw new UserException(e.Message); }
-            if (roundCount < 1) throw new UserException($"--rounds must be at least 1, not {roundCount}");
+            catch (ArgumentException e) { return Usage(stderr, e.Message); }
+            if (roundCount < 1) return Usage(stderr, $"--rounds must be at least 1, not {roundCount}");
 
-            using var session = engine.Open(p, stderr);
-            if (p.GetValue(text) is string textPath)
-            {
-                if (!File.Exists(textPath)) throw new UserException($"{textPath}: no such file");
-                settings = settings with { Text = session.Tokenizer.Encode(File.ReadAllText(textPath), session.Tokenizer.AddBosToken) };
-                try { settings.Validate(); }
-                catch (ArgumentException e) { throw new UserException(e.Message); }
-            }
-            if (settings.ContextNeeded > session.State.Context)
-                throw new UserException($"{settings.PromptTokens} prompt + {settings.GenTokens} generated tokens exceed the context of {session.State.Context}; raise --ctx");
-            LlamaPeer? peer = null;
-            if (p.GetValue(vsLlama))
-            {
-                if (session.Checkpoint.Format != CheckpointFormat.Gguf) throw new UserException("--vs-llama needs a GGUF model (llama.cpp reads GGUF only)");
-                peer = LlamaPeer.Prepare(stderr);
-            }
-
-            var target = new SessionBenchmarkTarget(session);
-            var statsBefore = session.ExpertStats;
-            var ours = new List<BenchmarkTiming>();
-            var theirs = new List<PeerResult>();
-            for (int r = 1; r <= roundCount; r++)
-            {
-                var (timing, _) = Benchmark.Run(target, settings);
-                ours.Add(timing);
-                string line = Invariant($"round {r}/{roundCount}: pregate prefill {timing.PrefillTokensPerSecond:0.0} tok/s, decode {timing.DecodeTokensPerSecond:0.0} tok/s");
-                if (peer is not null)
+            // A comma list in --expert-memory or --cache means a sweep; --ablation compares the prefetching configurations.
+            string? memoryText = p.GetValue(engine.ExpertMemory);
+            string cacheText = p.GetValue(engine.Cache)!;
+            var budgets = new List<ExpertMemory>();
+            if (memoryText is not null)
+                foreach (string item in memoryText.Split(','))
                 {
-                    var result = peer.Run(session.Checkpoint.Path, session.Team.ThreadCount, settings);
-                    theirs.Add(result);
-                    line += Invariant($" | llama.cpp prefill {result.PrefillTokensPerSecond:0.0} tok/s, decode {result.DecodeTokensPerSecond:0.0} tok/s");
+                    if (!ExpertMemory.TryParse(item, out var m, out string error)) return Usage(stderr, $"--expert-memory: {error}");
+                    budgets.Add(m);
                 }
-                stderr.WriteLine(line);
+            var policies = new List<EvictionPolicyKind>();
+            foreach (string item in cacheText.Split(','))
+            {
+                if (!EvictionPolicy.TryParse(item.Trim(), out var policy)) return Usage(stderr, $"--cache must be lru, lfu or score (or a comma list of them), not '{item.Trim()}'");
+                policies.Add(policy);
             }
+            long? cap = null;
+            if (p.GetValue(memoryCap) is string capText)
+            {
+                if (!ByteSize.TryParse(capText, out long capBytes, out string error)) return Usage(stderr, $"--memory-cap: {error}");
+                cap = capBytes;
+            }
+            bool isAblation = p.GetValue(ablation);
+            bool sweep = budgets.Count > 1 || policies.Count > 1;
+            if (isAblation || sweep)
+            {
+                if (isAblation && p.GetResult(engine.Cache) is { Implicit: false }) return Usage(stderr, "--ablation chooses the cache policies itself; leave out --cache");
+                if (isAblation && p.GetResult(engine.Predictor) is { Implicit: false }) return Usage(stderr, "--ablation chooses the predictors itself; leave out --predictor");
+                if (p.GetValue(oracleTrace) is not null) return Usage(stderr, "--oracle-trace belongs to a single run");
+                if (p.GetValue(stats)) return Usage(stderr, "--stats belongs to a single run; results.json holds the figures of every layer");
+                var matrix = new BenchMatrix(engine, p, settings, roundCount, p.GetValue(text), p.GetValue(vsLlama), cap, p.GetValue(outDir), p.GetValue(json), stdout, stderr);
+                return isAblation
+                    ? matrix.RunAblation(budgets.Count > 0 ? budgets : [ExpertMemory.OfFraction(0.25), ExpertMemory.OfFraction(0.5)])
+                    : matrix.RunSweep(budgets.Count > 0 ? budgets : [ExpertMemory.All], policies);
+            }
+            if (cap is not null || p.GetValue(outDir) is not null)
+                return Usage(stderr, "--memory-cap and --out go with --ablation or a sweep (a comma list in --expert-memory or --cache)");
 
-            var report = new Report(session, settings, ours, theirs, peer is not null, session.ExpertStats - statsBefore);
-            if (p.GetValue(json)) report.WriteJson(stdout);
-            else report.WriteText(stdout);
+            var options = engine.Options(p);
+            var request = new SingleRun(engine.ModelPath(p), options, settings, roundCount, p.GetValue(text), p.GetValue(vsLlama), p.GetValue(oracleTrace));
+            request.Execute(stderr, report =>
+            {
+                if (p.GetValue(json)) report.WriteJson(stdout);
+                else report.WriteText(stdout, p.GetValue(stats));
+            });
             return 0;
         });
         return cmd;
+    }
+
+    // A bad option value: the message and exit code 2 (as for a malformed command line).
+    private static int Usage(TextWriter stderr, string message)
+    {
+        stderr.WriteLine($"error: {message}");
+        return Cli.ExitUsage;
+    }
+
+    /// <summary>One benchmark of one engine configuration: what `pregate bench` without a list or --ablation runs.</summary>
+    internal sealed record SingleRun(string ModelPath, EngineOptions Options, BenchmarkSettings Settings, int Rounds, string? TextPath, bool VsLlama, string? OracleTraceFile)
+    {
+        /// <summary>
+        /// Opens the model as configured (recording the oracle's routing first when needed), measures it and hands the report
+        /// to <paramref name="use"/> while the session is open.
+        /// </summary>
+        /// <exception cref="UserException">A bad option or file.</exception>
+        public void Execute(TextWriter stderr, Action<Report> use)
+        {
+            var options = Options;
+            var settings = Settings;
+            if (options.Predictor == PredictorKind.Oracle && options.OracleTrace is null)
+            {
+                if (OracleTraceFile is string file)
+                {
+                    if (!File.Exists(file)) throw new UserException($"{file}: no such file");
+                    options = options with { OracleTrace = LoadTrace(ModelPath, file) };
+                }
+                else
+                {
+                    stderr.WriteLine("bench: recording the routing of one resident pass for the oracle predictor...");
+                    options = options with { OracleTrace = RecordTrace(ModelPath, options, settings, TextPath) };
+                }
+            }
+            else if (OracleTraceFile is not null) throw new UserException("--oracle-trace goes with --predictor oracle");
+
+            ModelSession session;
+            try { session = ModelSession.Open(ModelPath, options); }
+            catch (ArgumentException e) { throw new UserException(e.Message); }
+            using (session)
+            {
+                stderr.WriteLine(session.ExpertPlacement.Describe());
+                settings = WithText(settings, session, TextPath);
+                LlamaPeer? peer = null;
+                if (VsLlama)
+                {
+                    if (session.Checkpoint.Format != CheckpointFormat.Gguf) throw new UserException("--vs-llama needs a GGUF model (llama.cpp reads GGUF only)");
+                    peer = LlamaPeer.Prepare(stderr);
+                }
+
+                var target = new SessionBenchmarkTarget(session);
+                var statsBefore = session.ExpertStats;
+                var ours = new List<BenchmarkTiming>();
+                var theirs = new List<PeerResult>();
+                for (int r = 1; r <= Rounds; r++)
+                {
+                    var (timing, _) = Benchmark.Run(target, settings);
+                    ours.Add(timing);
+                    string line = Invariant($"round {r}/{Rounds}: pregate prefill {timing.PrefillTokensPerSecond:0.0} tok/s, decode {timing.DecodeTokensPerSecond:0.0} tok/s");
+                    if (peer is not null)
+                    {
+                        var result = peer.Run(session.Checkpoint.Path, session.Team.ThreadCount, settings);
+                        theirs.Add(result);
+                        line += Invariant($" | llama.cpp prefill {result.PrefillTokensPerSecond:0.0} tok/s, decode {result.DecodeTokensPerSecond:0.0} tok/s");
+                    }
+                    stderr.WriteLine(line);
+                }
+                use(new Report(session, settings, ours, theirs, peer is not null, session.ExpertStats - statsBefore));
+            }
+        }
+    }
+
+    /// <summary>The settings with the text's tokens when a --text file is given.</summary>
+    /// <exception cref="UserException">The file is missing, too short, or the workload exceeds the context.</exception>
+    internal static BenchmarkSettings WithText(BenchmarkSettings settings, ModelSession session, string? textPath)
+    {
+        if (textPath is not null)
+        {
+            if (!File.Exists(textPath)) throw new UserException($"{textPath}: no such file");
+            settings = settings with { Text = session.Tokenizer.Encode(File.ReadAllText(textPath), session.Tokenizer.AddBosToken) };
+            try { settings.Validate(); }
+            catch (ArgumentException e) { throw new UserException(e.Message); }
+        }
+        if (settings.ContextNeeded > session.State.Context)
+            throw new UserException($"{settings.PromptTokens} prompt + {settings.GenTokens} generated tokens exceed the context of {session.State.Context}; raise --ctx");
+        return settings;
+    }
+
+    /// <summary>Records the routing of one pass of the workload with the experts resident (what the oracle replays).</summary>
+    internal static RoutingTrace RecordTrace(string modelPath, EngineOptions options, BenchmarkSettings settings, string? textPath)
+    {
+        ModelSession resident;
+        try { resident = ModelSession.Open(modelPath, options with { ExpertMemory = ExpertMemory.All, Predictor = PredictorKind.None, OracleTrace = null }); }
+        catch (ArgumentException e) { throw new UserException(e.Message); }
+        using (resident) return Benchmark.RecordRouting(resident, WithText(settings, resident, textPath));
+    }
+
+    private static RoutingTrace LoadTrace(string modelPath, string file)
+    {
+        using var ck = Checkpoint.Open(modelPath);
+        return RoutingTrace.Load(file, ck.Config.NumExperts);
     }
 
     private static string Invariant(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
@@ -92,7 +214,7 @@ internal static class BenchCommand
         return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
     }
 
-    private sealed class Report(ModelSession session, BenchmarkSettings settings, List<BenchmarkTiming> ours, List<PeerResult> theirs, bool withPeer, ExpertStats experts)
+    internal sealed class Report(ModelSession session, BenchmarkSettings settings, List<BenchmarkTiming> ours, List<PeerResult> theirs, bool withPeer, ExpertStats experts)
     {
         private readonly double _prefill = Median(ours.Select(t => t.PrefillTokensPerSecond));
         private readonly double _decode = Median(ours.Select(t => t.DecodeTokensPerSecond));
@@ -101,7 +223,7 @@ internal static class BenchCommand
         private readonly double? _peerPrefill = withPeer ? Median(theirs.Select(t => t.PrefillTokensPerSecond)) : null;
         private readonly double? _peerDecode = withPeer ? Median(theirs.Select(t => t.DecodeTokensPerSecond)) : null;
 
-        public void WriteText(TextWriter o)
+        public void WriteText(TextWriter o, bool layers)
         {
             var c = session.Config;
             o.WriteLine($"model        {session.Checkpoint.Path} ({c.ModelType}, {c.NumLayers} layers, {c.NumExperts} experts top-{c.NumExpertsUsed})");
@@ -116,6 +238,7 @@ internal static class BenchCommand
             o.WriteLine($"peak RSS     {(_peakRss is long b ? Units.Bytes(b) : "n/a")}");
             o.WriteLine($"{session.ExpertPlacement.Describe()}");
             if (session.ExpertPlacement.Offloaded) o.WriteLine(EngineOptionSet.DescribeStats(session.ExpertPlacement, experts));
+            if (layers) ExpertStatsTable.Write(o, session.ExpertPlacement, experts);
         }
 
         public void WriteJson(TextWriter o)
@@ -140,11 +263,62 @@ internal static class BenchCommand
                 void Number(string name, double? v) { if (v is double d) w.WriteNumber(name, d); else w.WriteNull(name); }
                 Number("expert_hit_rate", off ? experts.HitRate : null);
                 Number("prediction_recall", off ? experts.PredictionRecall : null);
+                Number("prediction_precision", off ? experts.PredictionPrecision : null);
+                Number("prefetch_precision", off ? experts.PrefetchPrecision : null);
+                Number("prefetch_bytes_wasted", off ? experts.Cache.PrefetchBytesWasted : null);
                 Number("io_busy_fraction", off ? experts.IoBusyFraction : null);
                 Number("stall_ms_per_token", off ? experts.StallMsPerToken : null);
+                Number("bytes_read_per_token", off ? experts.BytesPerToken : null);
                 Number("expert_bytes_read_per_token", off ? experts.BytesPerToken : null);
                 if (_peakRss is long rss) w.WriteNumber("peak_rss_bytes", rss);
                 else w.WriteNull("peak_rss_bytes");
+                var placement = session.ExpertPlacement;
+                w.WriteString("expert_memory", placement.Offloaded ? ByteSize.Format(placement.BudgetBytes) : "all");
+                w.WriteNumber("expert_memory_bytes", placement.Offloaded ? placement.BudgetBytes : placement.ExpertBytes);
+                w.WriteNumber("expert_bytes_total", placement.ExpertBytes);
+                w.WriteBoolean("offloaded", off);
+                if (off)
+                {
+                    w.WriteString("cache_policy", placement.Policy.ToString().ToLowerInvariant());
+                    w.WriteString("predictor", placement.Predictor);
+                    w.WriteNumber("slots", placement.SlotCount);
+                    w.WriteBoolean("direct_io", placement.DirectIo);
+                }
+                else
+                {
+                    w.WriteNull("cache_policy");
+                    w.WriteNull("predictor");
+                }
+                w.WriteNumber("expert_tokens", experts.Tokens);
+                w.WriteStartArray("layers");
+                foreach (var l in experts.Layers ?? [])
+                {
+                    var c = l.Cache;
+                    w.WriteStartObject();
+                    w.WriteNumber("layer", l.Layer);
+                    w.WriteNumber("uses", c.Hits + c.Misses);
+                    w.WriteNumber("hits", c.Hits);
+                    w.WriteNumber("misses", c.Misses);
+                    w.WriteNumber("hit_rate", c.HitRate);
+                    w.WriteNumber("loads", c.Loads);
+                    w.WriteNumber("bytes_read", c.BytesRead);
+                    w.WriteNumber("bytes_read_per_token", experts.Tokens == 0 ? 0 : (double)c.BytesRead / experts.Tokens);
+                    w.WriteNumber("stall_ms", c.Stall.TotalMilliseconds);
+                    w.WriteNumber("stall_ms_per_token", experts.Tokens == 0 ? 0 : c.Stall.TotalMilliseconds / experts.Tokens);
+                    w.WriteNumber("prefetch_loads", c.PrefetchLoads);
+                    w.WriteNumber("prefetch_hits", c.PrefetchHits);
+                    w.WriteNumber("prefetches_wasted", c.PrefetchesWasted);
+                    w.WriteNumber("prefetches_cancelled", c.PrefetchesCancelled);
+                    w.WriteNumber("prefetch_bytes_wasted", c.PrefetchBytesWasted);
+                    Number("prefetch_precision", c.PrefetchPrecision);
+                    w.WriteNumber("prediction_checks", l.PredictionChecks);
+                    w.WriteNumber("prediction_hits", l.PredictionHits);
+                    w.WriteNumber("prediction_guesses", l.PredictionGuesses);
+                    Number("prediction_recall", l.PredictionRecall);
+                    Number("prediction_precision", l.PredictionPrecision);
+                    w.WriteEndObject();
+                }
+                w.WriteEndArray();
                 w.WriteStartArray("runs");
                 foreach (var t in ours)
                 {
@@ -192,10 +366,10 @@ internal static class BenchCommand
 
     private static string Name(BenchmarkDecode d) => d == BenchmarkDecode.Greedy ? "greedy" : "forced";
 
-    private sealed record PeerResult(double PrefillTokensPerSecond, double DecodeTokensPerSecond, long? PeakRssBytes, string KvType);
+    internal sealed record PeerResult(double PrefillTokensPerSecond, double DecodeTokensPerSecond, long? PeakRssBytes, string KvType);
 
     /// <summary>The llama.cpp side: benchmarks/Pregate.Benchmarks, built once per bench run, then started once per round.</summary>
-    private sealed class LlamaPeer(string dll)
+    internal sealed class LlamaPeer(string dll)
     {
         private const string Project = "benchmarks/Pregate.Benchmarks/Pregate.Benchmarks.csproj";
 
@@ -205,14 +379,15 @@ internal static class BenchCommand
                 ?? throw new UserException($"--vs-llama needs the Pregate source tree ({Project}); set PREGATE_HOME to the repository root");
             string output = Path.Combine(root, ".build", "benchmarks");
             stderr.WriteLine("bench: building the llama.cpp peer (benchmarks/Pregate.Benchmarks)...");
-            var (code, _, err) = Execute("dotnet", ["build", Path.Combine(root, Project), "-c", "Release", "-o", output, "-nologo", "-v", "quiet", "-clp:ErrorsOnly"]);
+            var (code, _, err) = Execute(null, "dotnet", ["build", Path.Combine(root, Project), "-c", "Release", "-o", output, "-nologo", "-v", "quiet", "-clp:ErrorsOnly"]);
             if (code != 0) throw new UserException($"building the llama.cpp peer failed:\n{err}");
             return new LlamaPeer(Path.Combine(output, "Pregate.Benchmarks.dll"));
         }
 
-        public PeerResult Run(string model, int threads, BenchmarkSettings s)
+        /// <summary>One llama.cpp pass; inside <paramref name="group"/> when given (a memory-capped child).</summary>
+        public PeerResult Run(string model, int threads, BenchmarkSettings s, MemoryCgroup? group = null)
         {
-            var (code, stdout, stderr) = Execute("dotnet",
+            var (code, stdout, stderr) = Execute(group, "dotnet",
             [
                 dll, "llama", "--model", model, "--threads", Num(threads), "--prompt-tokens", Num(s.PromptTokens),
                 "--gen-tokens", Num(s.GenTokens), "--decode", Name(s.Decode), "--seed", s.Seed.ToString(CultureInfo.InvariantCulture), "--kv", "f32",
@@ -242,10 +417,9 @@ internal static class BenchCommand
             return candidates.FirstOrDefault(c => File.Exists(Path.Combine(c, Project)));
         }
 
-        private static (int Code, string Stdout, string Stderr) Execute(string file, IEnumerable<string> args)
+        private static (int Code, string Stdout, string Stderr) Execute(MemoryCgroup? group, string file, IEnumerable<string> args)
         {
-            var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-            foreach (string a in args) psi.ArgumentList.Add(a);
+            var psi = MemoryCgroup.StartInfo(group, file, args);
             using var process = Process.Start(psi) ?? throw new UserException($"could not start {file}");
             var stderrTask = process.StandardError.ReadToEndAsync();
             string stdout = process.StandardOutput.ReadToEnd();

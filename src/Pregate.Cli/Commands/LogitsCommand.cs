@@ -12,7 +12,7 @@ internal static class LogitsCommand
         var engine = new EngineOptionSet();
         var tokens = new Option<string>("--tokens") { Description = "comma-separated token ids, e.g. 1,2,3", Required = true };
         var positions = new Option<string>("--positions") { Description = "all (one row per token) or last", DefaultValueFactory = _ => "all" };
-        var stats = new Option<bool>("--stats") { Description = "print the forward speed and expert cache statistics to stderr (the tokens are fed as given: teacher forcing)" };
+        var stats = new Option<bool>("--stats") { Description = "print the forward speed and expert cache statistics (a table per layer) to stderr (the tokens are fed as given: teacher forcing)" };
         var cmd = new Command("logits", "Print the logits after each token as JSON {\"logits\": [[...], ...]}") { tokens, positions, stats };
         engine.AddTo(cmd);
         cmd.SetAction(p =>
@@ -31,7 +31,9 @@ internal static class LogitsCommand
                 double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
                 stderr.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"forward: {ids.Count} tokens in {seconds:0.000} s, {ids.Count / Math.Max(seconds, 1e-9):0.00} tok/s, logits at {pos} positions"));
-                stderr.WriteLine(EngineOptionSet.DescribeStats(session.ExpertPlacement, session.ExpertStats - before));
+                var stretch = session.ExpertStats - before;
+                stderr.WriteLine(EngineOptionSet.DescribeStats(session.ExpertPlacement, stretch));
+                ExpertStatsTable.Write(stderr, session.ExpertPlacement, stretch);
             }
             for (int r = 0; r < rows.Length; r++)
                 for (int i = 0; i < rows[r].Length; i++)

@@ -14,7 +14,7 @@ internal static class RunCommand
         var prompt = new Option<string>("--prompt") { Description = "the prompt text", DefaultValueFactory = _ => "Once upon a time" };
         var count = new Option<int>("-n", "--tokens-to-generate") { Description = "tokens to generate", DefaultValueFactory = _ => 64 };
         var stop = new Option<string[]>("--stop") { Description = "stop when this text is generated (repeatable)", AllowMultipleArgumentsPerToken = false };
-        var stats = new Option<bool>("--stats") { Description = "print expert cache statistics (hit rate, bytes read, stalls) to stderr" };
+        var stats = new Option<bool>("--stats") { Description = "print expert cache statistics (hit rate, bytes read, stalls; a table per layer) to stderr" };
         var cmd = new Command("run", "Generate text from a prompt") { prompt, count, stop, stats };
         engine.AddTo(cmd);
         sampling.AddTo(cmd);
@@ -38,7 +38,12 @@ internal static class RunCommand
             stdout.WriteLine();
             stderr.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"prompt: {r.PromptTokens} tokens, {r.PrefillTokensPerSecond:0.0} tok/s | generated: {r.Tokens.Count} tokens, {r.DecodeTokensPerSecond:0.0} tok/s | finish: {r.FinishReason.ToString().ToLowerInvariant()}"));
-            if (p.GetValue(stats)) stderr.WriteLine(EngineOptionSet.DescribeStats(session.ExpertPlacement, session.ExpertStats - before));
+            if (p.GetValue(stats))
+            {
+                var stretch = session.ExpertStats - before;
+                stderr.WriteLine(EngineOptionSet.DescribeStats(session.ExpertPlacement, stretch));
+                ExpertStatsTable.Write(stderr, session.ExpertPlacement, stretch);
+            }
             return 0;
         });
         return cmd;

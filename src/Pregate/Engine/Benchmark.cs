@@ -3,6 +3,7 @@
 // greedy decoding of a random-weight model repeats one token, so its routing and any cache would look perfect) or greedy.
 using System.Diagnostics;
 using Pregate.Core;
+using Pregate.Experts.Prediction;
 
 namespace Pregate.Engine;
 
@@ -108,6 +109,31 @@ public static class Benchmark
         do Pass(target, settings, prompt, forced, logits, fed);
         while (warmup.Elapsed < settings.WarmupTime);
         return (Pass(target, settings, prompt, forced, logits, fed), fed);
+    }
+
+    /// <summary>
+    /// Runs one untimed pass (reset, prefill, decode) of <paramref name="settings"/> on <paramref name="session"/> with a
+    /// <see cref="RoutingRecorder"/> attached and returns the routing of its tokens: what the oracle predictor replays in
+    /// a later run of the same settings (the experts must be resident or the logits identical to resident, so that a
+    /// greedy stream is the same).
+    /// </summary>
+    public static RoutingTrace RecordRouting(ModelSession session, BenchmarkSettings settings)
+    {
+        ArgumentNullException.ThrowIfNull(session);
+        settings.Validate();
+        var target = new SessionBenchmarkTarget(session);
+        var recorder = new RoutingRecorder(session.Config.NumLayers, session.Config.NumExpertsUsed);
+        var previous = session.Model.Observer;
+        session.Model.Observer = recorder;
+        try
+        {
+            Pass(target, settings, settings.PromptIds(target.VocabSize), settings.ForcedIds(target.VocabSize), new float[target.VocabSize], new int[settings.GenTokens]);
+        }
+        finally
+        {
+            session.Model.Observer = previous;
+        }
+        return recorder.Trace;
     }
 
     private static BenchmarkTiming Pass(IBenchmarkTarget target, BenchmarkSettings settings, int[] prompt, int[] forced, float[] logits, int[] fed)

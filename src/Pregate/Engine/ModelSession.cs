@@ -46,6 +46,9 @@ public sealed record EngineOptions
     /// <summary>Guesses beyond top-k to prefetch.</summary>
     public int PredictExtra { get; init; }
 
+    /// <summary>The recorded routing the oracle predictor replays (<see cref="PredictorKind.Oracle"/> needs it; benchmarks record it).</summary>
+    public RoutingTrace? OracleTrace { get; init; }
+
     /// <summary>
     /// Builds the device that runs every forward pass (the CUDA engine); null runs on the CPU. With a backend the CPU side
     /// maps the experts in place and the backend applies <see cref="ExpertMemory"/> to its own memory.
@@ -58,8 +61,8 @@ public sealed record EngineOptions
         if (Context is int c && c < 1) throw new ArgumentException($"context must be at least 1 token, not {c}");
         if (Lookahead is < 1 or > 2) throw new ArgumentException($"lookahead must be 1 or 2, not {Lookahead}");
         if (PredictExtra < 0) throw new ArgumentException($"predict-extra must be at least 0, not {PredictExtra}");
-        if (Predictor == PredictorKind.Oracle)
-            throw new ArgumentException("the oracle predictor (replaying recorded routing) is not implemented yet; use none, next-gate or pregate");
+        if (Predictor == PredictorKind.Oracle && OracleTrace is null)
+            throw new ArgumentException("the oracle predictor replays the routing of an identical earlier run: only pregate bench records one; use none, next-gate or pregate");
     }
 }
 
@@ -114,6 +117,9 @@ public sealed class ModelSession : IDisposable
     /// </summary>
     public ExpertStats ExpertStats => _offloaded?.Stats ?? default;
 
+    /// <summary>Per-token routing and cache events for live views; recorded only while someone listens.</summary>
+    public EngineEvents Events { get; }
+
     /// <summary>The model's tokenizer; throws <see cref="ModelFormatException"/> when the checkpoint has none.</summary>
     public TextTokenizer Tokenizer => _tokenizer.Value;
 
@@ -137,6 +143,7 @@ public sealed class ModelSession : IDisposable
                 Model.Backend = createBackend(new BackendRequest(ck, o, predictor, predictorName));
             }
             Team = new WorkerTeam(o.Threads);
+            Events = new EngineEvents(Model, _offloaded);
         }
         catch
         {
@@ -205,6 +212,11 @@ public sealed class ModelSession : IDisposable
                     // A stale or foreign predictor must not stop the run: next-gate needs no calibration.
                     return (new NextGatePredictor(ck, o.Lookahead), $"next-gate{ahead} (the calibrated predictor was rejected: {e.Message})");
                 }
+            case PredictorKind.Oracle:
+                var trace = o.OracleTrace!;
+                if (trace.LayerCount != ck.Config.NumLayers || trace.TopK != ck.Config.NumExpertsUsed)
+                    throw new ArgumentException($"the routing trace has {trace.LayerCount} layers × top-{trace.TopK}; the model has {ck.Config.NumLayers} × top-{ck.Config.NumExpertsUsed}");
+                return (new OraclePredictor(trace), "oracle" + ahead);
             default:
                 throw new ArgumentException($"predictor {PredictorKinds.Name(kind)} is not available");
         }

@@ -13,6 +13,7 @@ namespace Pregate.Experts;
 /// cancelled before their read started; <see cref="PrefetchesCancelled"/>: the cancelled part of those (no I/O spent).</item>
 /// <item><see cref="Stall"/>: total time acquires waited for reads or free slots; <see cref="IoBusy"/>: total time at least
 /// one read was in flight (divide by the wall time of the same stretch for the I/O busy fraction).</item>
+/// <item><see cref="PrefetchBytesWasted"/>: bytes read by prefetches that were evicted before any use.</item>
 /// </list>
 /// </summary>
 public readonly record struct ExpertCacheStats(
@@ -26,14 +27,34 @@ public readonly record struct ExpertCacheStats(
     long PrefetchesWasted,
     long PrefetchesCancelled,
     TimeSpan Stall,
-    TimeSpan IoBusy = default)
+    TimeSpan IoBusy = default,
+    long PrefetchBytesWasted = 0)
 {
     /// <summary>Hits / (hits + misses); 0 when nothing was acquired.</summary>
     public double HitRate => Hits + Misses == 0 ? 0 : (double)Hits / (Hits + Misses);
+
+    /// <summary>
+    /// Of the prefetch reads that were settled — used (<see cref="PrefetchHits"/>) or evicted unused (wasted minus cancelled) —
+    /// the share used: PrefetchHits / (PrefetchHits + PrefetchesWasted − PrefetchesCancelled); null when none was settled.
+    /// </summary>
+    public double? PrefetchPrecision
+    {
+        get
+        {
+            long settled = PrefetchHits + PrefetchesWasted - PrefetchesCancelled;
+            return settled <= 0 ? null : (double)PrefetchHits / settled;
+        }
+    }
+
+    /// <summary>Counter-wise sum (e.g. the layers' figures added up).</summary>
+    public static ExpertCacheStats operator +(ExpertCacheStats a, ExpertCacheStats b) => new(
+        a.Hits + b.Hits, a.Misses + b.Misses, a.Loads + b.Loads, a.BytesRead + b.BytesRead, a.Evictions + b.Evictions,
+        a.PrefetchLoads + b.PrefetchLoads, a.PrefetchHits + b.PrefetchHits, a.PrefetchesWasted + b.PrefetchesWasted,
+        a.PrefetchesCancelled + b.PrefetchesCancelled, a.Stall + b.Stall, a.IoBusy + b.IoBusy, a.PrefetchBytesWasted + b.PrefetchBytesWasted);
 
     /// <summary>Counter-wise difference (e.g. the figures of one decode step).</summary>
     public static ExpertCacheStats operator -(ExpertCacheStats a, ExpertCacheStats b) => new(
         a.Hits - b.Hits, a.Misses - b.Misses, a.Loads - b.Loads, a.BytesRead - b.BytesRead, a.Evictions - b.Evictions,
         a.PrefetchLoads - b.PrefetchLoads, a.PrefetchHits - b.PrefetchHits, a.PrefetchesWasted - b.PrefetchesWasted,
-        a.PrefetchesCancelled - b.PrefetchesCancelled, a.Stall - b.Stall, a.IoBusy - b.IoBusy);
+        a.PrefetchesCancelled - b.PrefetchesCancelled, a.Stall - b.Stall, a.IoBusy - b.IoBusy, a.PrefetchBytesWasted - b.PrefetchBytesWasted);
 }

@@ -84,6 +84,13 @@ public sealed unsafe class ExpertLoader : IDisposable
     private int _reading;          // reads in flight
     private long _busySince;       // timestamp the reads in flight went from 0 to 1
     private long _ioBusyTicks;     // closed stretches with reads in flight
+    private long _prefetchBytesWasted;
+    private readonly LayerCounters[] _perLayer; // [layer] the same counters for the experts of one layer
+
+    private struct LayerCounters
+    {
+        public long Hits, Misses, Loads, BytesRead, PrefetchLoads, PrefetchHits, PrefetchesWasted, PrefetchesCancelled, PrefetchBytesWasted, StallTicks;
+    }
 
     /// <exception cref="ArgumentException">The cache's slots are smaller than <see cref="ExpertLayout.SlotBytes"/>.</exception>
     /// <exception cref="ArgumentOutOfRangeException">Fewer than one I/O thread or a negative timeout.</exception>
@@ -97,6 +104,7 @@ public sealed unsafe class ExpertLoader : IDisposable
         if (cache.Pool.SlotBytes < layout.SlotBytes)
             throw new ArgumentException($"Cache slots hold {cache.Pool.SlotBytes} bytes but the largest expert needs {layout.SlotBytes}.", nameof(cache));
         _paused = _options.StartPaused;
+        _perLayer = new LayerCounters[layout.LayerCount];
         _workers = new Thread[_options.IoThreads];
         for (int i = 0; i < _workers.Length; i++)
         {
@@ -119,8 +127,28 @@ public sealed unsafe class ExpertLoader : IDisposable
             {
                 long busy = _ioBusyTicks + (_reading > 0 ? Stopwatch.GetTimestamp() - _busySince : 0);
                 return new ExpertCacheStats(_hits, _misses, _loads, _bytesRead, _cache.Evictions, _prefetchLoads, _prefetchHits,
-                    _prefetchesWasted, _prefetchesCancelled, Stopwatch.GetElapsedTime(0, _stallTicks), Stopwatch.GetElapsedTime(0, busy));
+                    _prefetchesWasted, _prefetchesCancelled, Stopwatch.GetElapsedTime(0, _stallTicks), Stopwatch.GetElapsedTime(0, busy), _prefetchBytesWasted);
             }
+        }
+    }
+
+    /// <summary>
+    /// A snapshot of the counters per layer ([layer], for the experts of that layer): they sum to <see cref="Stats"/> except
+    /// <see cref="ExpertCacheStats.Evictions"/> and <see cref="ExpertCacheStats.IoBusy"/>, which are kept for the whole cache
+    /// only (zero here).
+    /// </summary>
+    public ExpertCacheStats[] LayerStats()
+    {
+        lock (_gate)
+        {
+            var result = new ExpertCacheStats[_perLayer.Length];
+            for (int l = 0; l < result.Length; l++)
+            {
+                ref readonly LayerCounters c = ref _perLayer[l];
+                result[l] = new ExpertCacheStats(c.Hits, c.Misses, c.Loads, c.BytesRead, 0, c.PrefetchLoads, c.PrefetchHits, c.PrefetchesWasted,
+                    c.PrefetchesCancelled, Stopwatch.GetElapsedTime(0, c.StallTicks), TimeSpan.Zero, c.PrefetchBytesWasted);
+            }
+            return result;
         }
     }
 
@@ -331,12 +359,29 @@ public sealed unsafe class ExpertLoader : IDisposable
         bool missed = waitStart != 0;
         if (_unused.Remove(key, out LoadOrigin origin))
         {
-            if (origin == LoadOrigin.Prefetch) _prefetchHits++;
+            if (origin == LoadOrigin.Prefetch)
+            {
+                _prefetchHits++;
+                _perLayer[key.Layer].PrefetchHits++;
+            }
             else missed = true; // loaded by a Request: the read was not hidden
         }
-        if (missed) _misses++;
-        else _hits++;
-        if (waitStart != 0) _stallTicks += Stopwatch.GetTimestamp() - waitStart;
+        if (missed)
+        {
+            _misses++;
+            _perLayer[key.Layer].Misses++;
+        }
+        else
+        {
+            _hits++;
+            _perLayer[key.Layer].Hits++;
+        }
+        if (waitStart != 0)
+        {
+            long waited = Stopwatch.GetTimestamp() - waitStart;
+            _stallTicks += waited;
+            _perLayer[key.Layer].StallTicks += waited;
+        }
         _cache.Touch(key);
         return new ExpertLease(this, key, slot, _cache.Pool.SlotPointer(slot), _layout.Plan(key));
     }
@@ -484,7 +529,13 @@ public sealed unsafe class ExpertLoader : IDisposable
             if (!_cache.TryAdmit(key, out slot, out evicted)) return false;
         }
         if (evicted is { } victim && _unused.Remove(victim, out LoadOrigin origin) && origin == LoadOrigin.Prefetch)
+        {
+            long bytes = AlignedBytes(victim);
             _prefetchesWasted++;
+            _prefetchBytesWasted += bytes;
+            _perLayer[victim.Layer].PrefetchesWasted++;
+            _perLayer[victim.Layer].PrefetchBytesWasted += bytes;
+        }
         _cache.Pin(key);
         return true;
     }
@@ -510,6 +561,16 @@ public sealed unsafe class ExpertLoader : IDisposable
         _pending.Remove(job.Key);
         _prefetchesCancelled++;
         _prefetchesWasted++;
+        _perLayer[job.Key.Layer].PrefetchesCancelled++;
+        _perLayer[job.Key.Layer].PrefetchesWasted++;
+    }
+
+    // Bytes a read of key transfers (its 4096-aligned ranges).
+    private long AlignedBytes(ExpertKey key)
+    {
+        long total = 0;
+        foreach (ExpertReadPlan.Region region in _layout.Plan(key).Regions) total += region.AlignedLength;
+        return total;
     }
 
     private void Complete(LoadJob job, long bytes, Exception? error)
@@ -526,7 +587,14 @@ public sealed unsafe class ExpertLoader : IDisposable
         job.State = JobState.Done;
         _loads++;
         _bytesRead += bytes;
-        if (job.IssuedByPrefetch) _prefetchLoads++;
+        ref LayerCounters layer = ref _perLayer[job.Key.Layer];
+        layer.Loads++;
+        layer.BytesRead += bytes;
+        if (job.IssuedByPrefetch)
+        {
+            _prefetchLoads++;
+            layer.PrefetchLoads++;
+        }
         _unused[job.Key] = job.IssuedByPrefetch ? LoadOrigin.Prefetch : LoadOrigin.Demand;
         // The read's pin becomes a reservation until the first acquire (demand) or the deadline (prefetch).
         long deadline = job.Demand ? Math.Max(job.Deadline, Position) : job.Deadline;

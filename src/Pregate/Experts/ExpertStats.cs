@@ -1,13 +1,17 @@
-// Figures of the routed experts over a run: tokens, cache hits and misses, bytes read, stall and I/O busy time.
-// Subtract two snapshots for the figures of one stretch (a prompt, a decode loop).
+// Figures of the routed experts over a run: tokens, cache hits and misses, bytes read, stall and I/O busy time, prediction
+// recall and precision, in total and per layer. Subtract two snapshots for the figures of one stretch (a prompt, a decode loop).
 namespace Pregate.Experts;
 
 /// <summary>
 /// A snapshot of an expert runner's counters: <see cref="Tokens"/> run through the model, the loader's
 /// <see cref="Cache"/> counters, and <see cref="Elapsed"/> wall time since the runner was created. All zero for resident
-/// experts (nothing is cached or read).
+/// experts (nothing is cached or read). <see cref="Layers"/> holds the same figures per layer (empty when resident).
 /// </summary>
-public readonly record struct ExpertStats(long Tokens, ExpertCacheStats Cache, TimeSpan Elapsed, long PredictionChecks = 0, long PredictionHits = 0)
+/// <param name="PredictionChecks">Experts decoded tokens routed to in layers that had a one-layer-ahead prediction.</param>
+/// <param name="PredictionHits">The part of <paramref name="PredictionChecks"/> that had been guessed.</param>
+/// <param name="PredictionGuesses">Experts guessed for those layers (top k + extra per token).</param>
+public readonly record struct ExpertStats(long Tokens, ExpertCacheStats Cache, TimeSpan Elapsed, long PredictionChecks = 0, long PredictionHits = 0,
+    long PredictionGuesses = 0, IReadOnlyList<ExpertLayerStats>? Layers = null)
 {
     /// <summary>Cache hits / (hits + misses); 0 when no expert was used.</summary>
     public double HitRate => Cache.HitRate;
@@ -33,7 +37,42 @@ public readonly record struct ExpertStats(long Tokens, ExpertCacheStats Cache, T
     /// </summary>
     public double? PredictionRecall => PredictionChecks == 0 ? null : (double)PredictionHits / PredictionChecks;
 
+    /// <summary>
+    /// Of the experts guessed one layer ahead for decoded tokens, the fraction the layer then routed to
+    /// (<see cref="PredictionHits"/> / <see cref="PredictionGuesses"/>); null when nothing was guessed.
+    /// </summary>
+    public double? PredictionPrecision => PredictionGuesses == 0 ? null : (double)PredictionHits / PredictionGuesses;
+
+    /// <summary>Share of settled prefetch reads that were used (see <see cref="ExpertCacheStats.PrefetchPrecision"/>).</summary>
+    public double? PrefetchPrecision => Cache.PrefetchPrecision;
+
     /// <summary>Counter-wise difference: the figures between snapshot <paramref name="b"/> and the later <paramref name="a"/>.</summary>
-    public static ExpertStats operator -(ExpertStats a, ExpertStats b) =>
-        new(a.Tokens - b.Tokens, a.Cache - b.Cache, a.Elapsed - b.Elapsed, a.PredictionChecks - b.PredictionChecks, a.PredictionHits - b.PredictionHits);
+    public static ExpertStats operator -(ExpertStats a, ExpertStats b)
+    {
+        IReadOnlyList<ExpertLayerStats>? layers = a.Layers;
+        if (a.Layers is { } la && b.Layers is { } lb && la.Count == lb.Count)
+            layers = la.Select((l, i) => l - lb[i]).ToArray();
+        return new(a.Tokens - b.Tokens, a.Cache - b.Cache, a.Elapsed - b.Elapsed, a.PredictionChecks - b.PredictionChecks,
+            a.PredictionHits - b.PredictionHits, a.PredictionGuesses - b.PredictionGuesses, layers);
+    }
+}
+
+/// <summary>
+/// The figures of one layer's experts: cache counters (no evictions or I/O busy time, which belong to the whole cache) and
+/// the one-layer-ahead predictions checked at this layer.
+/// </summary>
+public readonly record struct ExpertLayerStats(int Layer, ExpertCacheStats Cache, long PredictionChecks, long PredictionHits, long PredictionGuesses)
+{
+    /// <summary>Hits / uses of this layer's experts; 0 when none was used.</summary>
+    public double HitRate => Cache.HitRate;
+
+    /// <summary>PredictionHits / PredictionChecks; null when nothing was checked here.</summary>
+    public double? PredictionRecall => PredictionChecks == 0 ? null : (double)PredictionHits / PredictionChecks;
+
+    /// <summary>PredictionHits / PredictionGuesses; null when nothing was guessed for this layer.</summary>
+    public double? PredictionPrecision => PredictionGuesses == 0 ? null : (double)PredictionHits / PredictionGuesses;
+
+    /// <summary>Counter-wise difference of two snapshots of the same layer.</summary>
+    public static ExpertLayerStats operator -(ExpertLayerStats a, ExpertLayerStats b) =>
+        new(a.Layer, a.Cache - b.Cache, a.PredictionChecks - b.PredictionChecks, a.PredictionHits - b.PredictionHits, a.PredictionGuesses - b.PredictionGuesses);
 }

@@ -65,7 +65,9 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
     private readonly float[] _guessValues;
     private readonly bool[][] _predicted;        // [layer][E] guessed for this token's pass through that layer
     private readonly bool[] _hasPrediction;      // [layer]
-    private long _predictionChecks, _predictionHits;
+    private long _predictionChecks, _predictionHits, _predictionGuesses;
+    private readonly long[] _layerChecks, _layerHits, _layerGuesses; // [layer] the prediction counters per layer
+    private long _blockFirstToken;               // tokens run before the current block (the predictor's token step)
     private ExpertKey[] _blockKeys = [];        // [distinct experts of a block]
     private bool[] _blockDone = [];
     private float[] _slotOut = [];              // [pairs, D] each (token, j) output of a block, grouped by expert
@@ -134,6 +136,9 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
         _guessValues = new float[_guesses];
         _predicted = Enumerable.Range(0, c.NumLayers).Select(_ => new bool[c.NumExperts]).ToArray();
         _hasPrediction = new bool[c.NumLayers];
+        _layerChecks = new long[c.NumLayers];
+        _layerHits = new long[c.NumLayers];
+        _layerGuesses = new long[c.NumLayers];
         _created = Stopwatch.GetTimestamp();
     }
 
@@ -144,6 +149,7 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
     public void AfterAttention(int layer, ReadOnlySpan<float> hidden, int tokens)
     {
         if (_predictor is null) return;
+        if (layer == 0) _blockFirstToken = Interlocked.Read(ref _tokens);
         int d = hidden.Length / Math.Max(tokens, 1);
         for (int a = 1; a <= _lookahead; a++)
         {
@@ -156,6 +162,7 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
             }
             for (int t = 0; t < tokens; t++)
             {
+                _predictor.BeginToken(_blockFirstToken + t);
                 if (!_predictor.Score(layer, a, hidden.Slice(t * d, d), _scores)) break;
                 ElementOps.TopK(_scores, _guesses, _guessIds, _guessValues);
                 foreach (int e in _guessIds)
@@ -218,7 +225,26 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
     public bool DirectIo { get; }
 
     /// <summary>Counters since the runner was created; a token is counted each time layer 0 runs.</summary>
-    public ExpertStats Stats => new(Interlocked.Read(ref _tokens), _loader.Stats, Stopwatch.GetElapsedTime(_created), _predictionChecks, _predictionHits);
+    public ExpertStats Stats
+    {
+        get
+        {
+            var perLayer = _loader.LayerStats();
+            var layers = new ExpertLayerStats[perLayer.Length];
+            for (int l = 0; l < layers.Length; l++) layers[l] = new ExpertLayerStats(l, perLayer[l], _layerChecks[l], _layerHits[l], _layerGuesses[l]);
+            return new(Interlocked.Read(ref _tokens), _loader.Stats, Stopwatch.GetElapsedTime(_created), _predictionChecks, _predictionHits,
+                _predictionGuesses, layers);
+        }
+    }
+
+    /// <summary>True when expert (<paramref name="layer"/>, <paramref name="expert"/>) is in the cache and loaded (not in flight).</summary>
+    public bool IsResident(int layer, int expert) => _loader.IsResident(new ExpertKey(layer, expert));
+
+    /// <summary>
+    /// True when the predictor guessed <paramref name="expert"/> (among its top k + extra) for the current token's pass
+    /// through <paramref name="layer"/>, one layer ahead; false without a predictor. Read it on the forward pass's thread.
+    /// </summary>
+    public bool IsPredicted(int layer, int expert) => _predictor is not null && _predicted[layer][expert];
 
     /// <summary>Feeds the router's probabilities to the eviction policy (the score policy uses them).</summary>
     public void ObserveRouting(int layer, ReadOnlySpan<float> probabilities) => _loader.ObserveRouting(layer, probabilities);
@@ -244,8 +270,15 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
         if (_hasPrediction[layer])
         {
             _hasPrediction[layer] = false;
+            int hits = 0, guesses = 0;
+            foreach (int id in ids) if (_predicted[layer][id]) hits++;
+            foreach (bool guessed in _predicted[layer]) if (guessed) guesses++;
             _predictionChecks += n;
-            foreach (int id in ids) if (_predicted[layer][id]) _predictionHits++;
+            _predictionHits += hits;
+            _predictionGuesses += guesses;
+            _layerChecks[layer] += n;
+            _layerHits[layer] += hits;
+            _layerGuesses[layer] += guesses;
         }
 
         var done = _done.AsSpan(0, n);

@@ -17,6 +17,13 @@ public interface IExpertPredictor
     /// Returns false when there is nothing to predict (past the last layer, or ahead &gt; MaxLookahead).
     /// </summary>
     bool Score(int layer, int ahead, ReadOnlySpan<float> hidden, Span<float> scores);
+
+    /// <summary>
+    /// Called before the <see cref="Score"/> calls for one token: <paramref name="step"/> counts the tokens the runner had
+    /// run through layer 0 before this one (0 for the first token it ever ran; prefill blocks count one per token).
+    /// Predictors that replay a recorded run use it to find the token; the default ignores it.
+    /// </summary>
+    void BeginToken(long step) { }
 }
 
 public static class PredictorKinds

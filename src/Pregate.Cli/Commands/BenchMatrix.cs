@@ -1,0 +1,402 @@
+// `pregate bench --ablation` and budget sweeps (`--expert-memory 10%,25%,all [--cache lru,score]`): the bench workload run
+// under a list of engine configurations, each in this process or — with --memory-cap — in a child `pregate bench --json`
+// inside a fresh cgroup v1 memory group, the page cache dropped first; results.json, results.md and chart.png in --out.
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using Pregate.Engine;
+using Pregate.Experts;
+using Pregate.Experts.Prediction;
+using Pregate.Formats;
+
+namespace Pregate.Cli.Commands;
+
+/// <summary>One configuration of a matrix: a label, a budget and the cache/predictor settings (or the llama.cpp peer).</summary>
+internal sealed record BenchJob(string Config, string Budget, ExpertMemory Memory, EvictionPolicyKind Policy, PredictorKind? Predictor, bool LlamaPeer = false)
+{
+    /// <summary>Why the configuration is not run; null when it is.</summary>
+    public string? Skip { get; init; }
+}
+
+/// <summary>The outcome of one configuration: the figures of its bench JSON, or why it was skipped or failed.</summary>
+internal sealed record BenchRow(BenchJob Job, string Status, string? Note, JsonElement? Bench, long? PeakMemoryBytes, long? LimitHits)
+{
+    public double? Number(string name) =>
+        Bench is { } b && b.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetDouble() : null;
+}
+
+internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, BenchmarkSettings settings, int rounds, string? textPath, bool vsLlama,
+    long? memoryCap, string? outDir, bool json, TextWriter stdout, TextWriter stderr)
+{
+    private readonly string _modelPath = engine.ModelPath(parse);
+
+    /// <summary>
+    /// On demand (no predictor, LRU, the minimum budget: one layer's top-k slots, so nothing is reused beyond the layer
+    /// being computed), then at each budget the cache alone (score policy), cache + next-gate, cache + pregate (when a
+    /// calibrated predictor file exists) and cache + oracle, then resident experts (and llama.cpp with --vs-llama).
+    /// </summary>
+    public int RunAblation(IReadOnlyList<ExpertMemory> budgets)
+    {
+        var jobs = new List<BenchJob>();
+        long minimum = MinimumBudget();
+        jobs.Add(new BenchJob("on-demand", $"min ({ByteSize.Format(minimum)})", ExpertMemory.OfBytes(minimum), EvictionPolicyKind.Lru, PredictorKind.None));
+        var o = engine.Options(parse, null, "score");
+        string pregateFile = o.PredictorFile ?? LinearPregate.DefaultPath(_modelPath);
+        foreach (var budget in budgets.Where(b => !b.IsResident))
+        {
+            string label = budget.ToString();
+            jobs.Add(new BenchJob("cache", label, budget, EvictionPolicyKind.Score, PredictorKind.None));
+            jobs.Add(new BenchJob("cache+next-gate", label, budget, EvictionPolicyKind.Score, PredictorKind.NextGate));
+            jobs.Add(new BenchJob("cache+pregate", label, budget, EvictionPolicyKind.Score, PredictorKind.Pregate)
+            {
+                Skip = File.Exists(pregateFile) ? null : $"no calibrated predictor at {pregateFile} (pregate calibrate)",
+            });
+            jobs.Add(new BenchJob("cache+oracle", label, budget, EvictionPolicyKind.Score, PredictorKind.Oracle));
+        }
+        jobs.Add(new BenchJob("resident", "all", ExpertMemory.All, EvictionPolicyKind.Score, PredictorKind.None));
+        if (vsLlama) jobs.Add(new BenchJob("llama.cpp", "mmap", ExpertMemory.All, EvictionPolicyKind.Score, null, LlamaPeer: true));
+        return Run("ablation", jobs);
+    }
+
+    /// <summary>Each budget × policy (with the predictor the command line asks for); a resident budget runs once.</summary>
+    public int RunSweep(IReadOnlyList<ExpertMemory> budgets, IReadOnlyList<EvictionPolicyKind> policies)
+    {
+        var predictor = engine.Options(parse, null, "score").Predictor;
+        var jobs = new List<BenchJob>();
+        foreach (var budget in budgets)
+        {
+            if (budget.IsResident)
+            {
+                jobs.Add(new BenchJob("resident", "all", budget, policies[0], predictor));
+                continue;
+            }
+            foreach (var policy in policies.Distinct())
+                jobs.Add(new BenchJob(PolicyName(policy), budget.ToString(), budget, policy, predictor));
+        }
+        if (vsLlama) jobs.Add(new BenchJob("llama.cpp", "mmap", ExpertMemory.All, policies[0], null, LlamaPeer: true));
+        return Run("sweep", jobs);
+    }
+
+    private int Run(string mode, List<BenchJob> jobs)
+    {
+        var baseOptions = engine.Options(parse, null, "score");
+        var (minimum, expertBytes) = BudgetLimits();
+        for (int i = 0; i < jobs.Count; i++)
+            if (!jobs[i].Memory.IsResident && jobs[i].Skip is null && jobs[i].Memory.BudgetBytes(expertBytes) < minimum)
+                jobs[i] = jobs[i] with { Skip = $"below this model's minimum of {ByteSize.Format(minimum)} (one layer's top-k slots)" };
+        string dir = outDir ?? Path.Combine(".", $"{mode}-{DateTime.UtcNow:yyyyMMdd-HHmmss}");
+        if (memoryCap is long cap)
+            using (MemoryCgroup.Create(GroupName("probe"), cap)) { } // fails early (exit 1) where cgroup v1 memory is unavailable
+        RoutingTrace? trace = null;
+        string? traceFile = null;
+        if (jobs.Any(j => j.Predictor == PredictorKind.Oracle && j.Skip is null))
+        {
+            stderr.WriteLine("bench: recording the routing of one resident pass for the oracle predictor...");
+            trace = BenchCommand.RecordTrace(_modelPath, baseOptions, settings, textPath);
+            if (memoryCap is not null)
+            {
+                traceFile = Path.Combine(Path.GetTempPath(), $"pregate-routing-{Environment.ProcessId}.bin");
+                using var fs = File.Create(traceFile);
+                trace.Save(fs);
+            }
+        }
+        BenchCommand.LlamaPeer? peer = jobs.Any(j => j.LlamaPeer) ? BenchCommand.LlamaPeer.Prepare(stderr) : null;
+        var rows = new List<BenchRow>();
+        bool dropped = true;
+        try
+        {
+            for (int i = 0; i < jobs.Count; i++)
+            {
+                var job = jobs[i];
+                stderr.WriteLine($"bench: [{i + 1}/{jobs.Count}] {job.Config}, expert memory {job.Budget}{(job.Skip is null ? "" : " — skipped: " + job.Skip)}");
+                if (job.Skip is not null)
+                {
+                    rows.Add(new BenchRow(job, "skipped", job.Skip, null, null, null));
+                    continue;
+                }
+                if (memoryCap is not null) dropped &= MemoryCgroup.DropPageCache();
+                var row = job.LlamaPeer ? RunPeer(job, peer!) : memoryCap is long c ? RunChild(job, c, traceFile) : RunHere(job, baseOptions, trace);
+                if (row.Status != "ok") stderr.WriteLine($"bench: {job.Config} at {job.Budget} {row.Status}: {row.Note}");
+                rows.Add(row);
+            }
+        }
+        finally
+        {
+            if (traceFile is not null) File.Delete(traceFile);
+        }
+
+        Directory.CreateDirectory(dir);
+        string results = Json(mode, rows, memoryCap is null ? null : dropped);
+        AtomicFile.WriteAllText(Path.Combine(dir, "results.json"), results);
+        string markdown = Markdown(mode, rows, memoryCap is null ? null : dropped);
+        AtomicFile.WriteAllText(Path.Combine(dir, "results.md"), markdown);
+        AtomicFile.WriteAllBytes(Path.Combine(dir, "chart.png"), BenchChart.Render(mode, rows, Path.GetFileName(_modelPath)));
+        if (json) stdout.Write(results);
+        else stdout.Write(markdown);
+        stderr.WriteLine($"bench: wrote {Path.Combine(dir, "results.json")}, results.md and chart.png");
+        if (rows.Any(r => r.Status == "failed"))
+        {
+            stderr.WriteLine("error: some configurations failed (see results.md)");
+            return Cli.ExitUserError;
+        }
+        return 0;
+    }
+
+    // In this process: the bench of one configuration, its JSON kept; the peak RSS is reset first where Linux allows.
+    private BenchRow RunHere(BenchJob job, EngineOptions baseOptions, RoutingTrace? trace)
+    {
+        ResetPeakRss();
+        var options = baseOptions with { ExpertMemory = job.Memory, CachePolicy = job.Policy, Predictor = job.Predictor, OracleTrace = job.Predictor == PredictorKind.Oracle ? trace : null };
+        string? text = null;
+        try
+        {
+            new BenchCommand.SingleRun(_modelPath, options, settings, rounds, textPath, false, null).Execute(stderr, report =>
+            {
+                using var w = new StringWriter(CultureInfo.InvariantCulture);
+                report.WriteJson(w);
+                text = w.ToString();
+            });
+        }
+        catch (UserException e)
+        {
+            return new BenchRow(job, "failed", e.Message, null, null, null);
+        }
+        var bench = JsonDocument.Parse(text!).RootElement.Clone();
+        long? peak = bench.TryGetProperty("peak_rss_bytes", out var p) && p.ValueKind == JsonValueKind.Number ? p.GetInt64() : null;
+        return new BenchRow(job, "ok", null, bench, peak, null);
+    }
+
+    // A child `pregate bench --json` in a fresh memory group: the cgroup's peak usage and limit hits are the row's memory.
+    private BenchRow RunChild(BenchJob job, long cap, string? traceFile)
+    {
+        var args = new List<string>(SelfArguments())
+        {
+            "bench", "--json", "--model", _modelPath, "--expert-memory", BudgetArgument(job.Memory), "--cache", PolicyName(job.Policy),
+        };
+        if (job.Predictor is PredictorKind kind)
+        {
+            args.AddRange(["--predictor", PredictorKinds.Name(kind)]);
+            if (kind == PredictorKind.Oracle) args.AddRange(["--oracle-trace", traceFile!]);
+        }
+        args.AddRange(CommonArguments());
+        using var group = MemoryCgroup.Create(GroupName(job.Config), cap);
+        var (code, output, errors) = Execute(MemoryCgroup.StartInfo(group, SelfExecutable(), args));
+        long peak = group.MaxUsageBytes, hits = group.LimitHits;
+        if (code != 0)
+        {
+            string why = code is 137 or -9 ? "killed (out of memory under the cap?)" : $"exit code {code}";
+            return new BenchRow(job, "failed", $"{why}: {LastLine(errors)}", null, peak, hits);
+        }
+        try { return new BenchRow(job, "ok", null, JsonDocument.Parse(output).RootElement.Clone(), peak, hits); }
+        catch (JsonException e) { return new BenchRow(job, "failed", $"the child printed no JSON result ({e.Message})", null, peak, hits); }
+    }
+
+    // llama.cpp (the LLamaSharp peer) for the same workload: median of the rounds, each in its own group when capped.
+    private BenchRow RunPeer(BenchJob job, BenchCommand.LlamaPeer peer)
+    {
+        int threads = parse.GetValue(engine.Threads) is > 0 and var t ? t : Environment.ProcessorCount;
+        var results = new List<BenchCommand.PeerResult>();
+        long? peak = null, hits = null;
+        try
+        {
+            for (int r = 0; r < rounds; r++)
+            {
+                if (memoryCap is long cap)
+                {
+                    using var group = MemoryCgroup.Create(GroupName("llama"), cap);
+                    results.Add(peer.Run(_modelPath, threads, settings, group));
+                    peak = Math.Max(peak ?? 0, group.MaxUsageBytes);
+                    hits = (hits ?? 0) + group.LimitHits;
+                }
+                else results.Add(peer.Run(_modelPath, threads, settings));
+            }
+        }
+        catch (UserException e)
+        {
+            return new BenchRow(job, "failed", e.Message, null, peak, hits);
+        }
+        peak ??= results.Max(x => x.PeakRssBytes);
+        var ms = new MemoryStream();
+        using (var w = new Utf8JsonWriter(ms))
+        {
+            w.WriteStartObject();
+            w.WriteNumber("prefill_tok_s", Median(results.Select(x => x.PrefillTokensPerSecond)));
+            w.WriteNumber("decode_tok_s", Median(results.Select(x => x.DecodeTokensPerSecond)));
+            w.WriteString("kv_type", results[0].KvType);
+            w.WriteEndObject();
+        }
+        return new BenchRow(job, "ok", "llama.cpp (LLamaSharp), memory-mapped", JsonDocument.Parse(ms.ToArray()).RootElement.Clone(), peak, hits);
+    }
+
+    // The workload's options, passed on to a child unchanged.
+    private IEnumerable<string> CommonArguments()
+    {
+        string Num(long n) => n.ToString(CultureInfo.InvariantCulture);
+        yield return "--prompt-tokens"; yield return Num(settings.PromptTokens);
+        yield return "--gen-tokens"; yield return Num(settings.GenTokens);
+        yield return "--decode"; yield return settings.Decode == BenchmarkDecode.Greedy ? "greedy" : "forced";
+        yield return "--seed"; yield return settings.Seed.ToString(CultureInfo.InvariantCulture);
+        yield return "--rounds"; yield return Num(rounds);
+        yield return "--threads"; yield return Num(parse.GetValue(engine.Threads));
+        yield return "--lookahead"; yield return Num(parse.GetValue(engine.Lookahead));
+        yield return "--predict-extra"; yield return Num(parse.GetValue(engine.PredictExtra));
+        if (parse.GetValue(engine.Context) is int ctx) { yield return "--ctx"; yield return Num(ctx); }
+        if (parse.GetValue(engine.PredictorFile) is string file) { yield return "--predictor-file"; yield return Path.GetFullPath(file); }
+        if (textPath is not null) { yield return "--text"; yield return Path.GetFullPath(textPath); }
+    }
+
+    /// <summary>The budget as --expert-memory text that parses back to exactly the same value.</summary>
+    internal static string BudgetArgument(ExpertMemory m) => m.Kind switch
+    {
+        ExpertMemoryKind.Bytes => m.Bytes.ToString(CultureInfo.InvariantCulture) + "B",
+        ExpertMemoryKind.Fraction => (m.Fraction * 100).ToString("R", CultureInfo.InvariantCulture) + "%",
+        _ => "all",
+    };
+
+    // This program: its own executable (the apphost), or the dotnet host with this assembly when run as `dotnet Pregate.Cli.dll`
+    // or from another host.
+    private static string SelfExecutable()
+    {
+        string? process = Environment.ProcessPath;
+        string name = typeof(BenchMatrix).Assembly.GetName().Name!;
+        if (process is not null && Path.GetFileNameWithoutExtension(process).Equals(name, StringComparison.Ordinal)) return process;
+        if (process is not null && Path.GetFileNameWithoutExtension(process).Equals("dotnet", StringComparison.Ordinal)) return process;
+        return Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host : "dotnet";
+    }
+
+    private static IEnumerable<string> SelfArguments()
+    {
+        string? process = Environment.ProcessPath;
+        string name = typeof(BenchMatrix).Assembly.GetName().Name!;
+        return process is not null && Path.GetFileNameWithoutExtension(process).Equals(name, StringComparison.Ordinal)
+            ? []
+            : [typeof(BenchMatrix).Assembly.Location];
+    }
+
+    private long MinimumBudget() => BudgetLimits().Minimum;
+
+    // The smallest budget the model accepts and the bytes of all its routed experts.
+    private (long Minimum, long ExpertBytes) BudgetLimits()
+    {
+        using var ck = Checkpoint.Open(_modelPath);
+        var layout = OffloadedExperts.LayoutOf(ck);
+        return (OffloadedExperts.MinimumBudgetBytes(layout, ck.Config.NumExpertsUsed), layout.TotalBytes);
+    }
+
+    private static string GroupName(string config) =>
+        $"pregate-bench-{Environment.ProcessId}-{new string(config.Select(ch => char.IsAsciiLetterOrDigit(ch) ? ch : '-').ToArray())}";
+
+    private static void ResetPeakRss()
+    {
+        try { File.WriteAllText("/proc/self/clear_refs", "5"); } // resets VmHWM (Linux 4.0+)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+    }
+
+    private (int Code, string Stdout, string Stderr) Execute(ProcessStartInfo psi)
+    {
+        using var process = Process.Start(psi) ?? throw new UserException($"could not start {psi.FileName}");
+        var errors = process.StandardError.ReadToEndAsync();
+        string output = process.StandardOutput.ReadToEnd();
+        process.WaitForExit();
+        foreach (string line in errors.Result.Split('\n', StringSplitOptions.RemoveEmptyEntries)) stderr.WriteLine("  " + line);
+        return (process.ExitCode, output, errors.Result);
+    }
+
+    private static string LastLine(string text) => text.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault() ?? "";
+
+    private static string PolicyName(EvictionPolicyKind p) => p.ToString().ToLowerInvariant();
+
+    private static double Median(IEnumerable<double> values)
+    {
+        var v = values.Order().ToArray();
+        return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
+    }
+
+    private string Json(string mode, List<BenchRow> rows, bool? pageCacheDropped)
+    {
+        var ms = new MemoryStream();
+        using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))
+        {
+            w.WriteStartObject();
+            w.WriteString("mode", mode);
+            w.WriteString("model", _modelPath);
+            w.WriteNumber("prompt_tokens", settings.PromptTokens);
+            w.WriteNumber("gen_tokens", settings.GenTokens);
+            w.WriteNumber("rounds", rounds);
+            if (memoryCap is long cap) w.WriteNumber("memory_cap_bytes", cap);
+            else w.WriteNull("memory_cap_bytes");
+            if (pageCacheDropped is bool d) w.WriteBoolean("page_cache_dropped", d);
+            else w.WriteNull("page_cache_dropped");
+            w.WriteString("peak_memory_source", memoryCap is null ? "peak RSS of this process during the configuration (VmHWM, reset before each)" : "cgroup memory.max_usage_in_bytes");
+            w.WriteStartArray("rows");
+            foreach (var r in rows)
+            {
+                w.WriteStartObject();
+                w.WriteString("config", r.Job.Config);
+                w.WriteString("budget", r.Job.Budget);
+                w.WriteString("cache_policy", r.Job.LlamaPeer || r.Job.Memory.IsResident ? null : PolicyName(r.Job.Policy));
+                w.WriteString("predictor", r.Job.Predictor is PredictorKind k && !r.Job.Memory.IsResident ? PredictorKinds.Name(k) : null);
+                w.WriteString("status", r.Status);
+                w.WriteString("note", r.Note);
+                foreach (string field in (string[])["decode_tok_s", "prefill_tok_s", "expert_hit_rate", "prediction_recall", "prediction_precision", "prefetch_precision",
+                             "stall_ms_per_token", "io_busy_fraction", "bytes_read_per_token", "prefetch_bytes_wasted", "expert_memory_bytes"])
+                {
+                    if (r.Number(field) is double v) w.WriteNumber(field, v);
+                    else w.WriteNull(field);
+                }
+                if (r.PeakMemoryBytes is long peak) w.WriteNumber("peak_memory_bytes", peak);
+                else w.WriteNull("peak_memory_bytes");
+                if (r.LimitHits is long hits) w.WriteNumber("memory_limit_hits", hits);
+                else w.WriteNull("memory_limit_hits");
+                w.WritePropertyName("bench");
+                if (r.Bench is { } b) b.WriteTo(w);
+                else w.WriteNullValue();
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteEndObject();
+        }
+        return Encoding.UTF8.GetString(ms.ToArray()) + "\n";
+    }
+
+    private string Markdown(string mode, List<BenchRow> rows, bool? pageCacheDropped)
+    {
+        var s = new StringBuilder();
+        string Inv(FormattableString f) => f.ToString(CultureInfo.InvariantCulture);
+        s.AppendLine(Inv($"# bench {mode}: {Path.GetFileName(_modelPath)}"));
+        s.AppendLine();
+        s.Append(Inv($"Prompt {settings.PromptTokens} tokens, {settings.GenTokens} decoded ({(settings.Decode == BenchmarkDecode.Greedy ? "greedy" : "forced")}), median of {rounds} rounds"));
+        s.AppendLine(memoryCap is long cap
+            ? Inv($"; each configuration in a child process under a {ByteSize.Format(cap)} cgroup memory cap{(pageCacheDropped == true ? ", page cache dropped before each" : ", page cache NOT dropped (not writable)")}.")
+            : "; all configurations in one process (no memory cap).");
+        s.AppendLine();
+        s.AppendLine("| config | budget | decode tok/s | prefill tok/s | hit rate | recall | precision | stall ms/token | io busy | bytes read/token | peak memory |");
+        s.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var r in rows)
+        {
+            if (r.Status != "ok")
+            {
+                s.AppendLine($"| {r.Job.Config} | {r.Job.Budget} | {r.Status}: {r.Note?.Replace('|', '/')} | | | | | | | | {Bytes(r.PeakMemoryBytes)} |");
+                continue;
+            }
+            s.AppendLine(Inv($"| {r.Job.Config} | {r.Job.Budget} | {Fixed(r.Number("decode_tok_s"))} | {Fixed(r.Number("prefill_tok_s"))} | {Percent(r.Number("expert_hit_rate"))} | ") +
+                Inv($"{Percent(r.Number("prediction_recall"))} | {Percent(r.Number("prediction_precision"))} | {Fixed(r.Number("stall_ms_per_token"), "0.000")} | ") +
+                Inv($"{Percent(r.Number("io_busy_fraction"))} | {Bytes(r.Number("bytes_read_per_token") is double b ? (long)b : null)} | {Bytes(r.PeakMemoryBytes)}{(r.LimitHits is > 0 ? Inv($" ({r.LimitHits} limit hits)") : "")} |"));
+        }
+        s.AppendLine();
+        if (mode == "ablation")
+            s.Append("on-demand: no predictor, LRU, the minimum budget (one layer's top-k slots: nothing is reused beyond the layer being computed). " +
+                     "cache: the score policy without a predictor; cache+X: the score policy with predictor X (oracle: the routing recorded in a resident run). ");
+        else
+            s.Append(Inv($"config: the cache policy; predictor: {(engine.Options(parse, null, "score").Predictor is PredictorKind k ? PredictorKinds.Name(k) : "the default (pregate when calibrated, else next-gate)")}. "));
+        s.AppendLine("recall / precision: of the experts a decoded token's layer routed to, the share guessed one layer ahead / of the guesses, the share " +
+                     "routed to. Hit rates, stalls and bytes are averaged over every pass (warm-up included).");
+        return s.ToString();
+    }
+
+    private static string Fixed(double? v, string format = "0.0") => v is double d ? d.ToString(format, CultureInfo.InvariantCulture) : "-";
+    private static string Percent(double? v) => v is double d ? (d * 100).ToString("0.0", CultureInfo.InvariantCulture) + "%" : "-";
+    private static string Bytes(long? v) => v is long b ? ByteSize.Format(b) : "-";
+}
