@@ -18,5 +18,6 @@ internal static class CommandList
         yield return BenchCommand.Create(stdout, stderr);
         yield return CalibrateCommand.Create(stdout, stderr);
         yield return EvalCommand.Create(stdout, stderr);
+        yield return SelftestCommand.Create(stdout, stderr);
     }
 }

@@ -1,9 +1,12 @@
 // Options shared by every command that runs a model (run, logits, bench, serve, chat), and opening the model from them.
 using System.CommandLine;
 using System.Globalization;
+using Pregate.Cuda;
+using Pregate.Cuda.Native;
 using Pregate.Engine;
 using Pregate.Experts;
 using Pregate.Experts.Prediction;
+using Pregate.Models;
 
 namespace Pregate.Cli;
 
@@ -34,13 +37,18 @@ internal sealed class EngineOptionSet
     public readonly Option<string?> PredictorFile = new("--predictor-file") { Description = "the calibrated predictor file (default: next to the model)" };
     public readonly Option<int> Lookahead = new("--lookahead") { Description = "layers ahead to prefetch: 1 or 2", DefaultValueFactory = _ => 1 };
     public readonly Option<int> PredictExtra = new("--predict-extra") { Description = "prefetch the top k + N guesses", DefaultValueFactory = _ => 0 };
+    public readonly Option<string> Backend = new("--backend")
+    {
+        Description = "where the forward pass runs: cpu, or cuda (an NVIDIA GPU; --expert-memory then budgets VRAM, the slow tier is pinned host memory)",
+        DefaultValueFactory = _ => "cpu",
+    };
 
     /// <summary>The budget when --expert-memory is not given; null: chosen from the memory available.</summary>
     public Pregate.Engine.ExpertMemory? DefaultExpertMemory { get; init; }
 
     public void AddTo(Command c)
     {
-        foreach (var o in new Option[] { Model, Threads, Context, ExpertMemory, Cache, OnMiss, Predictor, PredictorFile, Lookahead, PredictExtra }) c.Options.Add(o);
+        foreach (var o in new Option[] { Model, Threads, Context, ExpertMemory, Cache, OnMiss, Predictor, PredictorFile, Lookahead, PredictExtra, Backend }) c.Options.Add(o);
     }
 
     public string ModelPath(ParseResult p) => p.GetValue(Model) ?? DefaultModel.Require();
@@ -71,8 +79,11 @@ internal sealed class EngineOptionSet
             if (!PredictorKinds.TryParse(name, out var kind)) throw new UserException($"--predictor must be none, next-gate, pregate or oracle, not '{name}'");
             predictor = kind;
         }
+        string backend = p.GetValue(Backend)!.ToLowerInvariant();
+        if (backend is not ("cpu" or "cuda")) throw new UserException($"--backend must be cpu or cuda, not '{backend}'");
         return new EngineOptions
         {
+            Backend = backend == "cuda" ? CreateCudaEngine : null,
             Threads = p.GetValue(Threads), Context = p.GetValue(Context), ExpertMemory = memory, CachePolicy = policy,
             Predictor = predictor, PredictorFile = p.GetValue(PredictorFile), Lookahead = p.GetValue(Lookahead), PredictExtra = p.GetValue(PredictExtra),
         };
@@ -85,11 +96,19 @@ internal sealed class EngineOptionSet
         catch (ArgumentException e) { throw new UserException(e.Message); }
     }
 
+    // A missing driver, library or device is the user's to fix: shown without a stack trace, exit code 1, from every
+    // command that opens a session.
+    private static IForwardBackend CreateCudaEngine(BackendRequest request)
+    {
+        try { return CudaEngine.Create(request); }
+        catch (CudaException e) { throw new UserException(e.Message); }
+    }
+
     /// <summary>Opens the model and writes where its experts live (one line) to <paramref name="log"/>.</summary>
     public ModelSession Open(ParseResult p, TextWriter log)
     {
         var session = Open(p);
-        log.WriteLine(session.ExpertPlacement.Describe());
+        log.WriteLine(session.Model.Backend?.Describe() ?? session.ExpertPlacement.Describe());
         return session;
     }
 

@@ -272,7 +272,7 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
         string name = typeof(BenchMatrix).Assembly.GetName().Name!;
         return process is not null && Path.GetFileNameWithoutExtension(process).Equals(name, StringComparison.Ordinal)
             ? []
-            : [typeof(BenchMatrix).Assembly.Location];
+            : [Path.Combine(AppContext.BaseDirectory, name + ".dll")];
     }
 
     private long MinimumBudget() => BudgetLimits().Minimum;

@@ -49,6 +49,12 @@ public sealed record EngineOptions
     /// <summary>The recorded routing the oracle predictor replays (<see cref="PredictorKind.Oracle"/> needs it; benchmarks record it).</summary>
     public RoutingTrace? OracleTrace { get; init; }
 
+    /// <summary>
+    /// Builds the device that runs every forward pass (the CUDA engine); null runs on the CPU. With a backend the CPU side
+    /// maps the experts in place and the backend applies <see cref="ExpertMemory"/> to its own memory.
+    /// </summary>
+    public Func<BackendRequest, IForwardBackend>? Backend { get; init; }
+
     public void Validate()
     {
         if (Threads < 0 || Threads > 1024) throw new ArgumentException($"threads must be between 1 and 1024 (0 = automatic), not {Threads}");
@@ -125,16 +131,23 @@ public sealed class ModelSession : IDisposable
             throw new ArgumentException($"context {context} exceeds the model's maximum of {ck.Config.MaxContext} tokens");
         State = new InferenceState(ck.Config, context);
         // Experts are placed before the model binds (and reads) any weight, so offloading can keep read-ahead out of them.
-        (ExpertPlacement, _offloaded) = PlaceExperts(ck, o, State.KvCacheBytes);
+        (ExpertPlacement, _offloaded) = o.Backend is null ? PlaceExperts(ck, o, State.KvCacheBytes)
+            : (new ExpertPlacement(false, false, ModelSummary.Of(ck).ExpertBytes, ModelSummary.Of(ck).ExpertBytes, 0, 0, o.CachePolicy, false, null), null);
         try
         {
             Model = MoeModel.Load(ck);
             if (_offloaded is not null) Model.Experts = _offloaded;
+            if (o.Backend is { } createBackend)
+            {
+                var (predictor, predictorName) = o.ExpertMemory is { IsResident: true } ? (null, "none") : CreatePredictor(ck, o);
+                Model.Backend = createBackend(new BackendRequest(ck, o, predictor, predictorName));
+            }
             Team = new WorkerTeam(o.Threads);
             Events = new EngineEvents(Model, _offloaded);
         }
         catch
         {
+            Model?.Backend?.Dispose();
             _offloaded?.Dispose();
             throw;
         }
@@ -245,6 +258,7 @@ public sealed class ModelSession : IDisposable
     public void Dispose()
     {
         Team.Dispose();
+        Model.Backend?.Dispose();
         _offloaded?.Dispose();
         Checkpoint.Dispose();
     }

@@ -41,6 +41,9 @@ public abstract class MoeModel
 
     public IForwardObserver? Observer { get; set; }
 
+    /// <summary>Another device that runs every forward pass instead of the CPU kernels (null: the CPU).</summary>
+    public IForwardBackend? Backend { get; set; }
+
     protected MoeModel(Checkpoint ck)
     {
         Checkpoint = ck;
@@ -145,6 +148,12 @@ public abstract class MoeModel
             throw new ArgumentOutOfRangeException(nameof(s), s.Position, $"{n} tokens after position {s.Position} do not fit the context of {s.Context} tokens");
         long expected = allPositions ? (long)n * vocab : vocab;
         if (!logits.IsEmpty && logits.Length != expected) throw new ArgumentException($"logits hold {logits.Length} values, {expected} expected", nameof(logits));
+        if (Backend is { } backend)
+        {
+            backend.Forward(s, s.Position, tokens, logits, allPositions);
+            s.Position += n;
+            return;
+        }
         for (int start = 0; start < n; start += s.MaxBatch)
         {
             int count = Math.Min(s.MaxBatch, n - start);
