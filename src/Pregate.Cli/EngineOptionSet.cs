@@ -108,7 +108,7 @@ internal sealed class EngineOptionSet
     public ModelSession Open(ParseResult p, TextWriter log)
     {
         var session = Open(p);
-        log.WriteLine(session.Model.Backend?.Describe() ?? session.ExpertPlacement.Describe());
+        log.WriteLine(session.DescribePlacement());
         return session;
     }
 

@@ -147,7 +147,7 @@ internal static class BenchCommand
             catch (ArgumentException e) { throw new UserException(e.Message); }
             using (session)
             {
-                stderr.WriteLine(session.ExpertPlacement.Describe());
+                stderr.WriteLine(session.DescribePlacement());
                 settings = WithText(settings, session, TextPath);
                 LlamaPeer? peer = null;
                 if (VsLlama)
@@ -239,7 +239,7 @@ internal static class BenchCommand
             }
             o.WriteLine($"weights      {Units.Bytes(_bytesPerToken)} read per decoded token");
             o.WriteLine($"peak RSS     {(_peakRss is long b ? Units.Bytes(b) : "n/a")}");
-            o.WriteLine($"{session.ExpertPlacement.Describe()}");
+            o.WriteLine($"{session.DescribePlacement()}");
             if (session.ExpertPlacement.Offloaded) o.WriteLine(EngineOptionSet.DescribeStats(session.ExpertPlacement, experts));
             if (layers) ExpertStatsTable.Write(o, session.ExpertPlacement, experts);
         }

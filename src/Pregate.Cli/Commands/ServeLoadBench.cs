@@ -163,7 +163,7 @@ internal sealed class ServeLoadBench
         var c = session.Config;
         o.WriteLine($"model        {session.Checkpoint.Path} ({c.ModelType}, {c.NumLayers} layers, {c.NumExperts} experts top-{c.NumExpertsUsed})");
         o.WriteLine($"protocol     in-process server on loopback, {session.Team.ThreadCount} threads, streaming /v1/completions, {tokens} tokens per client (greedy, ignore_eos); TTFT and ITL on streamed text");
-        o.WriteLine(session.ExpertPlacement.Describe());
+        o.WriteLine(session.DescribePlacement());
         o.WriteLine($"{"clients",7} {"tok/s",9} {"TTFT mean",10} {"p50",9} {"p95",9} {"ITL mean",9} {"batch",6} {"expert B/tok",13}");
         foreach (var r in rounds)
             o.WriteLine(Invariant($"{r.Clients,7} {r.TokensPerSecond,9:0.0} {r.FirstTokenMs.Average(),8:0.0}ms {Percentile(r.FirstTokenMs, 0.5),7:0.0}ms {Percentile(r.FirstTokenMs, 0.95),7:0.0}ms {r.InterTokenMs,7:0.00}ms {r.MeanBatch,6:0.00} {Units.Bytes((long)r.ExpertBytesPerToken),13}"));
@@ -180,7 +180,7 @@ internal sealed class ServeLoadBench
             w.WriteNumber("threads", session.Team.ThreadCount);
             w.WriteNumber("gen_tokens", tokens);
             w.WriteBoolean("experts_offloaded", session.ExpertPlacement.Offloaded);
-            w.WriteString("experts", session.ExpertPlacement.Describe());
+            w.WriteString("experts", session.DescribePlacement());
             w.WriteStartArray("rounds");
             foreach (var r in rounds)
             {

@@ -111,6 +111,9 @@ public sealed class ModelSession : IDisposable
     /// <summary>Where the routed experts live (chosen at open).</summary>
     public ExpertPlacement ExpertPlacement { get; }
 
+    /// <summary>One line on where the forward pass runs and where the experts live: the backend's own line when one runs it.</summary>
+    public string DescribePlacement() => Model.Backend?.Describe() ?? ExpertPlacement.Describe();
+
     /// <summary>
     /// Expert counters since the session opened (tokens, hits, misses, bytes read, stall, I/O busy time); subtract two
     /// snapshots for one stretch. All zero when the experts are resident.
