@@ -260,6 +260,26 @@ public sealed unsafe class ExpertLoader : IDisposable
         lock (_gate) return !_disposed && IsReady(key, out _);
     }
 
+    /// <summary>True when <paramref name="key"/> is resident, or queued or being read (an acquire will not start a new read).</summary>
+    public bool IsResidentOrLoading(ExpertKey key)
+    {
+        lock (_gate) return !_disposed && (_pending.ContainsKey(key) || _cache.TryGetSlot(key, out _));
+    }
+
+    /// <summary>
+    /// What a load would do to the cache now: true with a null <paramref name="victim"/> when a slot is free, true with the
+    /// policy's victim when it would evict one, false when every slot is pinned (the load would wait). A hint: the answer
+    /// may change before a load claims its slot.
+    /// </summary>
+    public bool TryPeekVictim(out ExpertKey? victim)
+    {
+        lock (_gate)
+        {
+            victim = null;
+            return !_disposed && _cache.TryPeekVictim(out victim);
+        }
+    }
+
     /// <summary>
     /// Stops the I/O threads (each finishes the read it is in), fails waiting acquires with <see cref="ObjectDisposedException"/>,
     /// closes the files and frees the slots. Leases must not be used afterwards.

@@ -33,7 +33,16 @@ public readonly record struct ExpertStats(long Tokens, ExpertCacheStats Cache, T
     /// </summary>
     public double? PredictionRecall => PredictionChecks == 0 ? null : (double)PredictionHits / PredictionChecks;
 
+    /// <summary>Missed experts computed in place from the memory map instead of loaded (<c>--on-miss compute|auto</c>); not cache hits or misses.</summary>
+    public long ComputedInPlace { get; init; }
+
+    /// <summary>Bytes of the experts counted in <see cref="ComputedInPlace"/> (read through the memory map, not by the loader).</summary>
+    public long ComputedInPlaceBytes { get; init; }
+
     /// <summary>Counter-wise difference: the figures between snapshot <paramref name="b"/> and the later <paramref name="a"/>.</summary>
     public static ExpertStats operator -(ExpertStats a, ExpertStats b) =>
-        new(a.Tokens - b.Tokens, a.Cache - b.Cache, a.Elapsed - b.Elapsed, a.PredictionChecks - b.PredictionChecks, a.PredictionHits - b.PredictionHits);
+        new(a.Tokens - b.Tokens, a.Cache - b.Cache, a.Elapsed - b.Elapsed, a.PredictionChecks - b.PredictionChecks, a.PredictionHits - b.PredictionHits)
+        {
+            ComputedInPlace = a.ComputedInPlace - b.ComputedInPlace, ComputedInPlaceBytes = a.ComputedInPlaceBytes - b.ComputedInPlaceBytes,
+        };
 }
