@@ -50,7 +50,7 @@ internal sealed unsafe partial class MissCostModel
     private readonly nint[] _pointers;     // [(layer · E + expert) · parts + part] part start in the memory map
     private readonly long[] _lengths;      // same index
     private readonly double[] _frequency;  // [layer · E + expert] decayed share of tokens that used it
-    private readonly long[] _frequencyAt;  // token of the last update
+    private readonly long[] _frequencyAt;  // token after the block of the last update
     private readonly long[] _residencyAt;  // timestamp of the last mincore answer; 0 = none
     private readonly bool[] _resident;
     private byte[] _pages = [];
@@ -93,16 +93,21 @@ internal sealed unsafe partial class MissCostModel
         return (_pointers[at], _lengths[at]);
     }
 
-    /// <summary>Records that <paramref name="served"/> of a block's <paramref name="blockTokens"/> tokens used the expert at token <paramref name="token"/>.</summary>
+    /// <summary>
+    /// Records that <paramref name="served"/> of the <paramref name="blockTokens"/> tokens starting at token
+    /// <paramref name="token"/> used the expert: <c>f ← f·Decay^T + (1 − Decay^T)·served/T</c> after decaying f over the
+    /// tokens since its last update.
+    /// </summary>
     public void ObserveUse(ExpertKey key, int served, int blockTokens, long token)
     {
         int i = Index(key);
-        double keep = Math.Pow(Decay, Math.Max(blockTokens, 1));
-        _frequency[i] = FrequencyAt(i, token) * keep + (1 - keep) * served / Math.Max(blockTokens, 1);
-        _frequencyAt[i] = token;
+        int tokens = Math.Max(blockTokens, 1);
+        double keep = Math.Pow(Decay, tokens);
+        _frequency[i] = FrequencyAt(i, token) * keep + (1 - keep) * served / tokens;
+        _frequencyAt[i] = token + tokens;
     }
 
-    /// <summary>The expert's use frequency at token <paramref name="token"/>, in [0, 1].</summary>
+    /// <summary>The expert's use frequency before token <paramref name="token"/> runs, in [0, 1].</summary>
     public double Frequency(ExpertKey key, long token) => FrequencyAt(Index(key), token);
 
     /// <summary>Takes the loader's counters: aggregate read rate = bytes read / time with a read in flight.</summary>

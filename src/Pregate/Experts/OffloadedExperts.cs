@@ -383,7 +383,7 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
         inPlace.Clear();
         cold.Clear();
         if (OnMiss == MissPolicy.Load) return;
-        long token = Interlocked.Read(ref _tokens);
+        long token = Interlocked.Read(ref _tokens) - blockTokens; // the block's first token (layer 0 has counted it)
         if (OnMiss == MissPolicy.Auto && keys[0].Layer == 0) _missCost.ObserveLoader(_loader.Stats);
         for (int i = 0; i < keys.Length; i++)
         {
