@@ -85,8 +85,14 @@ public sealed unsafe class ExpertLoader : IDisposable
     private long _busySince;       // timestamp the reads in flight went from 0 to 1
     private long _ioBusyTicks;     // closed stretches with reads in flight
 
+    /// <summary>
+    /// Opens every file of the layout at once and keeps it open: a model file deleted or replaced (renamed over) while the
+    /// loader runs is still read from the open descriptor, like the checkpoint's memory map; a file truncated in place
+    /// fails the loads of experts past its new end with <see cref="ExpertLoadException"/>.
+    /// </summary>
     /// <exception cref="ArgumentException">The cache's slots are smaller than <see cref="ExpertLayout.SlotBytes"/>.</exception>
     /// <exception cref="ArgumentOutOfRangeException">Fewer than one I/O thread or a negative timeout.</exception>
+    /// <exception cref="IOException">A file cannot be opened (<see cref="FileNotFoundException"/> when missing); the message names it.</exception>
     public ExpertLoader(ExpertLayout layout, ExpertCache cache, ExpertLoaderOptions? options = null)
     {
         _layout = layout ?? throw new ArgumentNullException(nameof(layout));
@@ -97,6 +103,15 @@ public sealed unsafe class ExpertLoader : IDisposable
         if (cache.Pool.SlotBytes < layout.SlotBytes)
             throw new ArgumentException($"Cache slots hold {cache.Pool.SlotBytes} bytes but the largest expert needs {layout.SlotBytes}.", nameof(cache));
         _paused = _options.StartPaused;
+        try
+        {
+            foreach (string path in layout.Files) _readers[path] = new DirectFileReader(path, _options.AllowDirectIo);
+        }
+        catch
+        {
+            foreach (DirectFileReader reader in _readers.Values) reader.Dispose();
+            throw;
+        }
         _workers = new Thread[_options.IoThreads];
         for (int i = 0; i < _workers.Length; i++)
         {
@@ -566,13 +581,9 @@ public sealed unsafe class ExpertLoader : IDisposable
         return total;
     }
 
-    private DirectFileReader ReaderFor(string path)
-    {
-        lock (_readers)
-        {
-            if (!_readers.TryGetValue(path, out DirectFileReader? reader))
-                _readers[path] = reader = new DirectFileReader(path, _options.AllowDirectIo);
-            return reader;
-        }
-    }
+    private DirectFileReader ReaderFor(string path) => _readers[path]; // every layout file, opened by the constructor
+
+    /// <summary>The current length of layout file <paramref name="path"/>, from its open descriptor (fstat).</summary>
+    /// <exception cref="KeyNotFoundException">The path is not a file of the layout.</exception>
+    public long CurrentLength(string path) => _readers[path].Length;
 }

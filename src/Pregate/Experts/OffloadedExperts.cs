@@ -257,7 +257,7 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
     /// </summary>
     /// <exception cref="ArgumentException">More ids than the model's top-k, or ids and weights of different lengths.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A layer or expert outside the model.</exception>
-    /// <exception cref="ExpertLoadException">Reading an expert failed.</exception>
+    /// <exception cref="ExpertLoadException">Reading an expert failed, or its file shrank under it (the message names the file).</exception>
     public void Run(int layer, ReadOnlySpan<int> ids, ReadOnlySpan<float> weights, ActivationQ8 x, Span<float> y, ExpertScratch scratch, WorkerTeam? team)
     {
         int n = ids.Length;
@@ -416,9 +416,19 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
         if (OnMiss == MissPolicy.Auto && elapsed > TimeSpan.Zero) _missCost.ObserveCompute(bytes, elapsed.TotalSeconds, cold);
     }
 
-    // The expert's matrices where the checkpoint maps them (the resident runner's pointers).
+    // The expert's matrices where the checkpoint maps them (the resident runner's pointers). Touching a mapped page past
+    // the end of a file that shrank would kill the process (SIGBUS), so the file's current length is checked first (one
+    // fstat per file; a file truncated between this check and the compute is not caught).
     private ExpertWeights MapWeightsOf(ExpertKey key)
     {
+        foreach (ExpertPart part in _loader.Layout.Extent(key).Parts)
+        {
+            long length = _loader.CurrentLength(part.Path);
+            if (part.Offset + part.Length > length)
+                throw new ExpertLoadException(key, new IOException(
+                    $"'{part.Path}' now ends at byte {length}, before the expert's bytes [{part.Offset}, {part.Offset + part.Length}): " +
+                    "the file was truncated while the model was open"));
+        }
         int at = (key.Layer * _expertCount + key.Expert) * PartRoles.Length;
         return new ExpertWeights(Matrix(_shapes[at], _missCost.Part(key, 0).Pointer), Matrix(_shapes[at + 1], _missCost.Part(key, 1).Pointer),
             Matrix(_shapes[at + 2], _missCost.Part(key, 2).Pointer));
