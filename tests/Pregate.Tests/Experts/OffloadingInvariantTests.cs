@@ -141,6 +141,26 @@ public sealed class OffloadingInvariantTests(ITestOutputHelper output)
         Assert.StartsWith("experts: resident (all ", session.ExpertPlacement.Describe());
     }
 
+    // DESIGN "Memory tiers": a budget of at least all routed-expert bytes means resident, as all does.
+    [Fact]
+    public void ABudgetCoveringEveryExpertIsResidentAndSaysSo()
+    {
+        string path = ModelPath("tiny", "gguf-q8_0");
+        long total;
+        using (var ck = Checkpoint.Open(path)) total = OffloadedExperts.LayoutOf(ck).TotalBytes;
+        foreach (ExpertMemory budget in new[] { ExpertMemory.OfBytes(total), ExpertMemory.OfBytes(4 * total), ExpertMemory.OfFraction(1) })
+        {
+            using var session = ModelSession.Open(path, new EngineOptions { Context = 16, ExpertMemory = budget });
+            output.WriteLine($"{budget}: {session.ExpertPlacement.Describe()}");
+            Assert.False(session.ExpertPlacement.Offloaded);
+            Assert.IsType<ResidentExperts>(session.Model.Experts);
+            Assert.Contains("covers every expert", session.ExpertPlacement.Describe());
+        }
+        using var below = ModelSession.Open(path, new EngineOptions { Context = 16, ExpertMemory = ExpertMemory.OfBytes(total - 1) });
+        output.WriteLine($"{total - 1} bytes: {below.ExpertPlacement.Describe()}");
+        Assert.True(below.ExpertPlacement.Offloaded);
+    }
+
     [Fact]
     public void ShardedLayoutPutsAnExpertsMatricesInDifferentFiles()
     {
