@@ -25,10 +25,16 @@ internal static class BenchCommand
         var json = new Option<bool>("--json") { Description = "print one JSON object" };
         var text = new Option<string?>("--text") { Description = "feed this UTF-8 text (prompt, then the forced decode stream) instead of random tokens: for trained models" };
         var vsLlama = new Option<bool>("--vs-llama") { Description = "also measure llama.cpp (LLamaSharp, same threads and protocol) and print the ratios" };
-        var cmd = new Command("bench", "Measure prefill and decode speed (optionally against llama.cpp)") { promptTokens, genTokens, decode, rounds, seed, json, vsLlama, text };
+        var io = new Option<bool>("--io") { Description = "measure expert reads instead: part by part (this file's layout) against one read per expert (expert-major)" };
+        var cmd = new Command("bench", "Measure prefill and decode speed (optionally against llama.cpp)") { promptTokens, genTokens, decode, rounds, seed, json, vsLlama, text, io };
         engine.AddTo(cmd);
         cmd.SetAction(p =>
         {
+            if (p.GetValue(io))
+            {
+                BenchIo.Run(engine.ModelPath(p), Math.Max(1, p.GetValue(rounds)), p.GetValue(seed), stdout, stderr);
+                return 0;
+            }
             var settings = new BenchmarkSettings
             {
                 PromptTokens = p.GetValue(promptTokens),
