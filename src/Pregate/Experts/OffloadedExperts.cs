@@ -384,7 +384,7 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
         cold.Clear();
         if (OnMiss == MissPolicy.Load) return;
         long token = Interlocked.Read(ref _tokens) - blockTokens; // the block's first token (layer 0 has counted it)
-        if (OnMiss == MissPolicy.Auto && keys[0].Layer == 0) _missCost.ObserveLoader(_loader.Stats);
+        if (OnMiss == MissPolicy.Auto && keys.Length > 0 && keys[0].Layer == 0) _missCost.ObserveLoader(_loader.Stats);
         for (int i = 0; i < keys.Length; i++)
         {
             if (OnMiss == MissPolicy.Auto) _missCost.ObserveUse(keys[i], starts.IsEmpty ? 1 : starts[i + 1] - starts[i], blockTokens, token);

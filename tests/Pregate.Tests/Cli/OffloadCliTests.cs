@@ -41,6 +41,13 @@ public sealed class OffloadCliTests(ITestOutputHelper output) : IDisposable
         Assert.Contains("policy lfu", err);
         Assert.Matches(@"experts: \d+\.\d% hits \(\d+ misses of \d+ uses over \d+ tokens\), .+ read \(.+/token\), stall .+ ms/token, I/O busy \d+%", err);
 
+        var (ccode, ctext, cerr) = Run("run", "--model", path, "--prompt", "Hello", "-n", "12", "--temperature", "0",
+            "--expert-memory", "30%", "--on-miss", "compute", "--predictor", "none", "--stats");
+        Assert.Equal(0, ccode);
+        Assert.Equal(text, ctext);
+        Assert.Contains("on miss compute", cerr);
+        Assert.Matches(@"experts: .+ 0 B read .+, \d+ computed in place \(.+ from the map\)", cerr);
+
         var (rcode, _, rerr) = Run("run", "--model", path, "--prompt", "Hello", "-n", "4", "--expert-memory", "all", "--stats");
         Assert.Equal(0, rcode);
         Assert.Contains("experts: resident (all ", rerr);
