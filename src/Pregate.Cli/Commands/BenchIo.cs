@@ -11,7 +11,7 @@ namespace Pregate.Cli.Commands;
 internal static class BenchIo
 {
     /// <summary>Random experts per round and mode: at most this many, at most half the model's experts.</summary>
-    private const int ExpertsPerRound = 16;
+    private const int ExpertsPerRound = 64;
 
     /// <summary>Prints one line per round and a summary (min–median–max of each rate and of the speedup).</summary>
     /// <exception cref="UserException">The model cannot be opened.</exception>
