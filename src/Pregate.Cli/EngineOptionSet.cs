@@ -18,14 +18,15 @@ internal sealed class EngineOptionSet
     public readonly Option<string?> ExpertMemory = new("--expert-memory")
     {
         Description = "memory for routed experts: a size (2GiB, 512MiB, 1.5GB), a percentage of all expert bytes (25%), or all " +
-                      "(resident: experts read in place from the memory map). Default: all when the model takes at most half the " +
+                      "(resident: experts read in place from the memory map; a size or percentage covering every expert is resident too). Default: all when the model takes at most half the " +
                       "available memory (cgroup limit, MemAvailable), else a budget that fits",
     };
     public readonly Option<string> Cache = new("--cache") { Description = "expert cache eviction policy: score (router-probability score, the default), lru or lfu", DefaultValueFactory = _ => "score" };
     public readonly Option<string> OnMiss = new("--on-miss")
     {
-        Description = "what an offloaded run does with an expert that is not cached: load (read it into the cache, then compute). " +
-                      "load is the only policy implemented; compute and auto (compute in place) are not",
+        Description = "what an offloaded run does with an expert that is neither cached nor loading: load (read it into a cache slot, " +
+                      "the default), compute (compute it in place from the memory-mapped file, without caching it), or auto (per expert, " +
+                      "whichever a cost model of disk and page-cache reads finds cheaper)",
         DefaultValueFactory = _ => "load",
     };
 
@@ -69,10 +70,7 @@ internal sealed class EngineOptionSet
         }
         if (!EvictionPolicy.TryParse(cache, out var policy)) throw new UserException($"--cache must be lru, lfu or score, not '{cache}'");
         string onMiss = p.GetValue(OnMiss)!;
-        if (!onMiss.Equals("load", StringComparison.OrdinalIgnoreCase))
-            throw new UserException(onMiss is "compute" or "auto"
-                ? $"--on-miss {onMiss} is not implemented; only load (read a missing expert into the cache) is"
-                : $"--on-miss must be load, not '{onMiss}'");
+        if (!MissPolicies.TryParse(onMiss, out var missPolicy)) throw new UserException($"--on-miss must be load, compute or auto, not '{onMiss}'");
         PredictorKind? predictor = null;
         if (p.GetValue(Predictor) is string name)
         {
@@ -84,7 +82,7 @@ internal sealed class EngineOptionSet
         return new EngineOptions
         {
             Backend = backend == "cuda" ? CreateCudaEngine : null,
-            Threads = p.GetValue(Threads), Context = p.GetValue(Context), ExpertMemory = memory, CachePolicy = policy,
+            Threads = p.GetValue(Threads), Context = p.GetValue(Context), ExpertMemory = memory, CachePolicy = policy, OnMiss = missPolicy,
             Predictor = predictor, PredictorFile = p.GetValue(PredictorFile), Lookahead = p.GetValue(Lookahead), PredictExtra = p.GetValue(PredictExtra),
         };
     }
@@ -123,8 +121,9 @@ internal sealed class EngineOptionSet
         string prediction = s.PredictionRecall is double r
             ? string.Create(CultureInfo.InvariantCulture, $", prefetches {s.Cache.PrefetchHits} used / {s.Cache.PrefetchesWasted} wasted, prediction recall {r * 100:0.0}%")
             : "";
+        string inPlace = s.ComputedInPlace == 0 ? "" : $", {s.ComputedInPlace} computed in place ({ByteSize.Format(s.ComputedInPlaceBytes)} from the map)";
         return string.Create(CultureInfo.InvariantCulture,
             $"experts: {s.HitRate * 100:0.0}% hits ({s.Misses} misses of {uses} uses over {s.Tokens} tokens), {ByteSize.Format(s.BytesRead)} read " +
-            $"({ByteSize.Format((long)s.BytesPerToken)}/token), stall {s.StallMsPerToken:0.00} ms/token, I/O busy {s.IoBusyFraction * 100:0}%{prediction}");
+            $"({ByteSize.Format((long)s.BytesPerToken)}/token), stall {s.StallMsPerToken:0.00} ms/token, I/O busy {s.IoBusyFraction * 100:0}%{inPlace}{prediction}");
     }
 }

@@ -27,6 +27,7 @@ internal static class BenchCommand
         var json = new Option<bool>("--json") { Description = "print one JSON object (with --ablation or a sweep: results.json instead of the table)" };
         var text = new Option<string?>("--text") { Description = "feed this UTF-8 text (prompt, then the forced decode stream) instead of random tokens: for trained models" };
         var vsLlama = new Option<bool>("--vs-llama") { Description = "also measure llama.cpp (LLamaSharp, same threads and protocol) and print the ratios" };
+        var io = new Option<bool>("--io") { Description = "measure expert reads instead: part by part (this file's layout) against one read per expert (expert-major)" };
         var stats = new Option<bool>("--stats") { Description = "print the expert figures per layer (offloaded experts)" };
         var ablation = new Option<bool>("--ablation")
         {
@@ -38,7 +39,7 @@ internal static class BenchCommand
         var oracleTrace = new Option<string?>("--oracle-trace") { Description = "with --predictor oracle: replay this routing trace (written by --ablation) instead of recording one" };
         var cmd = new Command("bench", "Measure prefill and decode speed (optionally against llama.cpp); --ablation and budget lists (--expert-memory 10%,25%,all) compare configurations")
         {
-            promptTokens, genTokens, decode, rounds, seed, json, vsLlama, text, stats, ablation, memoryCap, outDir, oracleTrace,
+            promptTokens, genTokens, decode, rounds, seed, json, vsLlama, text, stats, ablation, memoryCap, outDir, oracleTrace, io,
         };
         engine.AddTo(cmd);
         var serveLoad = new ServeLoadBench();
@@ -46,6 +47,11 @@ internal static class BenchCommand
         cmd.SetAction(p =>
         {
             if (serveLoad.Requested(p)) return serveLoad.Run(p, engine, genTokens, json, stdout, stderr);
+            if (p.GetValue(io))
+            {
+                BenchIo.Run(engine.ModelPath(p), Math.Max(1, p.GetValue(rounds)), p.GetValue(seed), stdout, stderr);
+                return 0;
+            }
             var settings = new BenchmarkSettings
             {
                 PromptTokens = p.GetValue(promptTokens),

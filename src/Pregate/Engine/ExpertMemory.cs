@@ -1,5 +1,6 @@
 // The memory promised to routed experts (--expert-memory SIZE|PCT|all), and the choice made when none is given: resident
-// when the model fits comfortably in the memory available, else a budget that fits (DESIGN "Memory tiers").
+// when the model fits comfortably in the memory available, else a budget that fits (DESIGN "Memory tiers"). A size or
+// share of at least all routed-expert bytes is resident too (ModelSession places the experts).
 using System.Globalization;
 
 namespace Pregate.Engine;

@@ -31,6 +31,15 @@ public sealed record EngineOptions
     /// <summary>Which cached expert an offloaded run evicts first (see <see cref="OffloadOptions.Policy"/> for why score is the default).</summary>
     public EvictionPolicyKind CachePolicy { get; init; } = EvictionPolicyKind.Score;
 
+    /// <summary>What an offloaded run does with an expert that is neither cached nor loading (see <see cref="MissPolicy"/>).</summary>
+    public MissPolicy OnMiss { get; init; } = MissPolicy.Load;
+
+    /// <summary>
+    /// True (the default): a budget of at least all routed-expert bytes means resident, as <c>all</c> does (the page cache
+    /// then holds at most what the budget allows). False keeps offloading with a slot for every expert (to measure the cache).
+    /// </summary>
+    public bool ResidentWhenBudgetCoversAll { get; init; } = true;
+
     /// <summary>
     /// Which predictor prefetches experts when they are offloaded; null = pregate when a calibrated predictor file is found
     /// (see <see cref="PredictorFile"/>), else next-gate.
@@ -73,6 +82,8 @@ public sealed record EngineOptions
 /// <param name="Automatic">Chosen from the memory available (<see cref="AvailableBytes"/>) because no budget was given.</param>
 /// <param name="ExpertBytes">Σ bytes of all routed experts.</param>
 /// <param name="DirectIo">Offloaded reads bypass the page cache (O_DIRECT).</param>
+/// <param name="OnMiss">What an offloaded run does with a missed expert.</param>
+/// <param name="BudgetCoversAll">Resident because the budget given (<see cref="BudgetBytes"/>) covers every routed expert.</param>
 public sealed record ExpertPlacement(
     bool Offloaded,
     bool Automatic,
@@ -83,16 +94,24 @@ public sealed record ExpertPlacement(
     EvictionPolicyKind Policy,
     bool DirectIo,
     long? AvailableBytes,
-    string Predictor = "none")
+    string Predictor = "none",
+    MissPolicy OnMiss = MissPolicy.Load,
+    bool BudgetCoversAll = false)
 {
-    /// <summary>One line: "experts: resident (all 588 MiB mapped)" or "experts: offloaded, budget 200 MiB (21 slots of 9.19 MiB), policy score, O_DIRECT on".</summary>
+    /// <summary>
+    /// One line: "experts: resident (all 588 MiB mapped)", "experts: resident (all 588 MiB mapped; budget 1 GiB covers every
+    /// expert)" or "experts: offloaded, budget 200 MiB (21 slots of 9.19 MiB), policy score, predictor next-gate, O_DIRECT on"
+    /// (", on miss compute|auto" when not load).
+    /// </summary>
     public string Describe()
     {
         string chosen = Automatic && AvailableBytes is long a ? $"; chosen for {ByteSize.Format(a)} available" : "";
+        string covers = BudgetCoversAll ? $"; budget {ByteSize.Format(BudgetBytes)} covers every expert" : "";
+        string miss = OnMiss == MissPolicy.Load ? "" : $", on miss {MissPolicies.Name(OnMiss)}";
         return Offloaded
             ? $"experts: offloaded, budget {ByteSize.Format(BudgetBytes)} ({SlotCount} slots of {ByteSize.Format(SlotBytes)}), " +
-              $"policy {Policy.ToString().ToLowerInvariant()}, predictor {Predictor}, O_DIRECT {(DirectIo ? "on" : "off")}{chosen}"
-            : $"experts: resident (all {ByteSize.Format(ExpertBytes)} mapped){chosen}";
+              $"policy {Policy.ToString().ToLowerInvariant()}, predictor {Predictor}{miss}, O_DIRECT {(DirectIo ? "on" : "off")}{chosen}"
+            : $"experts: resident (all {ByteSize.Format(ExpertBytes)} mapped{covers}){chosen}";
     }
 }
 
@@ -157,7 +176,8 @@ public sealed class ModelSession : IDisposable
         _tokenizer = new Lazy<TextTokenizer>(() => CheckpointTokenizer.Load(ck));
     }
 
-    // Resident, or an offloading runner within the budget asked for (or chosen: see ExpertMemory.Automatic).
+    // Resident (all, or a budget covering every routed expert), or an offloading runner within the budget asked for (or
+    // chosen: see ExpertMemory.Automatic).
     private static (ExpertPlacement, OffloadedExperts?) PlaceExperts(Checkpoint ck, EngineOptions o, long kvCacheBytes)
     {
         var summary = ModelSummary.Of(ck);
@@ -172,6 +192,8 @@ public sealed class ModelSession : IDisposable
         long minimum = OffloadedExperts.MinimumBudgetBytes(layout, topK);
         var asked = o.ExpertMemory ?? ExpertMemory.Automatic(summary.TotalBytes, summary.ResidentBytes + kvCacheBytes, available, minimum);
         long budget = asked.BudgetBytes(layout.TotalBytes);
+        if (o.ResidentWhenBudgetCoversAll && budget >= layout.TotalBytes)
+            return (resident with { BudgetBytes = budget, BudgetCoversAll = true }, null);
         if (budget < minimum)
         {
             double pct = Math.Ceiling(1000.0 * minimum / layout.TotalBytes) / 10;
@@ -184,8 +206,10 @@ public sealed class ModelSession : IDisposable
         var runner = new OffloadedExperts(ck, layout, new OffloadOptions
         {
             BudgetBytes = budget, Policy = o.CachePolicy, Predictor = predictor, Lookahead = o.Lookahead, PredictExtra = o.PredictExtra,
+            OnMiss = o.OnMiss,
         });
-        return (new ExpertPlacement(true, automatic, layout.TotalBytes, budget, runner.SlotCount, runner.SlotBytes, o.CachePolicy, runner.DirectIo, available, predictorName), runner);
+        return (new ExpertPlacement(true, automatic, layout.TotalBytes, budget, runner.SlotCount, runner.SlotBytes, o.CachePolicy, runner.DirectIo,
+            available, predictorName, o.OnMiss), runner);
     }
 
     // The predictor asked for; by default the calibrated one when its file sits next to the model, else next-gate.

@@ -62,6 +62,19 @@ public sealed class ExpertCache : IDisposable
         return true;
     }
 
+    /// <summary>
+    /// What <see cref="TryAdmit"/> would do now without doing it: true with a null <paramref name="victim"/> when a slot is
+    /// free, true with the policy's victim when one must be evicted, false when every resident expert is pinned.
+    /// </summary>
+    public bool TryPeekVictim(out ExpertKey? victim)
+    {
+        victim = null;
+        if (_free.Count > 0) return true;
+        if (!Policy.TryChooseVictim(_isEvictable, out ExpertKey chosen)) return false;
+        victim = chosen;
+        return true;
+    }
+
     /// <summary>Forbids evicting <paramref name="key"/> until a matching <see cref="Unpin"/>. Pins nest.</summary>
     /// <exception cref="InvalidOperationException">The expert is not resident.</exception>
     public void Pin(ExpertKey key) => _pins[SlotOf(key)]++;

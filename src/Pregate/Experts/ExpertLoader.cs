@@ -92,8 +92,14 @@ public sealed unsafe class ExpertLoader : IDisposable
         public long Hits, Misses, Loads, BytesRead, PrefetchLoads, PrefetchHits, PrefetchesWasted, PrefetchesCancelled, PrefetchBytesWasted, StallTicks;
     }
 
+    /// <summary>
+    /// Opens every file of the layout at once and keeps it open: a model file deleted or replaced (renamed over) while the
+    /// loader runs is still read from the open descriptor, like the checkpoint's memory map; a file truncated in place
+    /// fails the loads of experts past its new end with <see cref="ExpertLoadException"/>.
+    /// </summary>
     /// <exception cref="ArgumentException">The cache's slots are smaller than <see cref="ExpertLayout.SlotBytes"/>.</exception>
     /// <exception cref="ArgumentOutOfRangeException">Fewer than one I/O thread or a negative timeout.</exception>
+    /// <exception cref="IOException">A file cannot be opened (<see cref="FileNotFoundException"/> when missing); the message names it.</exception>
     public ExpertLoader(ExpertLayout layout, ExpertCache cache, ExpertLoaderOptions? options = null)
     {
         _layout = layout ?? throw new ArgumentNullException(nameof(layout));
@@ -105,6 +111,15 @@ public sealed unsafe class ExpertLoader : IDisposable
             throw new ArgumentException($"Cache slots hold {cache.Pool.SlotBytes} bytes but the largest expert needs {layout.SlotBytes}.", nameof(cache));
         _paused = _options.StartPaused;
         _perLayer = new LayerCounters[layout.LayerCount];
+        try
+        {
+            foreach (string path in layout.Files) _readers[path] = new DirectFileReader(path, _options.AllowDirectIo);
+        }
+        catch
+        {
+            foreach (DirectFileReader reader in _readers.Values) reader.Dispose();
+            throw;
+        }
         _workers = new Thread[_options.IoThreads];
         for (int i = 0; i < _workers.Length; i++)
         {
@@ -286,6 +301,26 @@ public sealed unsafe class ExpertLoader : IDisposable
     public bool IsResident(ExpertKey key)
     {
         lock (_gate) return !_disposed && IsReady(key, out _);
+    }
+
+    /// <summary>True when <paramref name="key"/> is resident, or queued or being read (an acquire will not start a new read).</summary>
+    public bool IsResidentOrLoading(ExpertKey key)
+    {
+        lock (_gate) return !_disposed && (_pending.ContainsKey(key) || _cache.TryGetSlot(key, out _));
+    }
+
+    /// <summary>
+    /// What a load would do to the cache now: true with a null <paramref name="victim"/> when a slot is free, true with the
+    /// policy's victim when it would evict one, false when every slot is pinned (the load would wait). A hint: the answer
+    /// may change before a load claims its slot.
+    /// </summary>
+    public bool TryPeekVictim(out ExpertKey? victim)
+    {
+        lock (_gate)
+        {
+            victim = null;
+            return !_disposed && _cache.TryPeekVictim(out victim);
+        }
     }
 
     /// <summary>
@@ -614,13 +649,9 @@ public sealed unsafe class ExpertLoader : IDisposable
         return total;
     }
 
-    private DirectFileReader ReaderFor(string path)
-    {
-        lock (_readers)
-        {
-            if (!_readers.TryGetValue(path, out DirectFileReader? reader))
-                _readers[path] = reader = new DirectFileReader(path, _options.AllowDirectIo);
-            return reader;
-        }
-    }
+    private DirectFileReader ReaderFor(string path) => _readers[path]; // every layout file, opened by the constructor
+
+    /// <summary>The current length of layout file <paramref name="path"/>, from its open descriptor (fstat).</summary>
+    /// <exception cref="KeyNotFoundException">The path is not a file of the layout.</exception>
+    public long CurrentLength(string path) => _readers[path].Length;
 }

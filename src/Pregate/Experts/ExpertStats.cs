@@ -46,6 +46,12 @@ public readonly record struct ExpertStats(long Tokens, ExpertCacheStats Cache, T
     /// <summary>Share of settled prefetch reads that were used (see <see cref="ExpertCacheStats.PrefetchPrecision"/>).</summary>
     public double? PrefetchPrecision => Cache.PrefetchPrecision;
 
+    /// <summary>Missed experts computed in place from the memory map instead of loaded (<c>--on-miss compute|auto</c>); not cache hits or misses.</summary>
+    public long ComputedInPlace { get; init; }
+
+    /// <summary>Bytes of the experts counted in <see cref="ComputedInPlace"/> (read through the memory map, not by the loader).</summary>
+    public long ComputedInPlaceBytes { get; init; }
+
     /// <summary>Counter-wise difference: the figures between snapshot <paramref name="b"/> and the later <paramref name="a"/>.</summary>
     public static ExpertStats operator -(ExpertStats a, ExpertStats b)
     {
@@ -53,7 +59,10 @@ public readonly record struct ExpertStats(long Tokens, ExpertCacheStats Cache, T
         if (a.Layers is { } la && b.Layers is { } lb && la.Count == lb.Count)
             layers = la.Select((l, i) => l - lb[i]).ToArray();
         return new(a.Tokens - b.Tokens, a.Cache - b.Cache, a.Elapsed - b.Elapsed, a.PredictionChecks - b.PredictionChecks,
-            a.PredictionHits - b.PredictionHits, a.PredictionGuesses - b.PredictionGuesses, layers);
+            a.PredictionHits - b.PredictionHits, a.PredictionGuesses - b.PredictionGuesses, layers)
+        {
+            ComputedInPlace = a.ComputedInPlace - b.ComputedInPlace, ComputedInPlaceBytes = a.ComputedInPlaceBytes - b.ComputedInPlaceBytes,
+        };
     }
 }
 

@@ -1,6 +1,7 @@
 // Routed experts kept in the model files and brought into a byte-budgeted RAM slot cache by the expert loader (O_DIRECT
 // reads), computed with the same SwiGLU kernels and accumulation order as the resident runner. Run-time correction as in
-// ExpertFlow: experts already cached are computed first while the missing ones load (dvmazur/mixtral-offloading's cache).
+// ExpertFlow: experts already cached are computed first while the missing ones load (dvmazur/mixtral-offloading's cache);
+// a miss may instead be computed in place from the memory map (--on-miss compute|auto, MissCostModel).
 using System.Diagnostics;
 using Pregate.Core;
 using Pregate.Experts.Prediction;
@@ -32,13 +33,19 @@ public sealed record OffloadOptions
 
     /// <summary>Guesses beyond top-k to prefetch (top k + extra).</summary>
     public int PredictExtra { get; init; }
+
+    /// <summary>What to do with an expert that is neither cached nor loading when its layer runs (see <see cref="MissPolicy"/>).</summary>
+    public MissPolicy OnMiss { get; init; } = MissPolicy.Load;
 }
 
 /// <summary>
 /// An <see cref="IExpertRunner"/> that reads experts from the checkpoint's files into an <see cref="ExpertCache"/> instead of
 /// through the memory map. For each layer it requests every routed expert at once, computes the cached ones while the rest
 /// load, and accumulates <c>y += w_j · expert_j(x)</c> in the order of the ids, so its results are bit-identical to
-/// <see cref="ResidentExperts"/>. The expert ranges are never read through the checkpoint's memory map: construction
+/// <see cref="ResidentExperts"/>. With <see cref="MissPolicy.Load"/> the expert ranges are never read through the
+/// checkpoint's memory map; with <see cref="MissPolicy.Compute"/> or <see cref="MissPolicy.Auto"/> a missed expert may be
+/// computed in place from the map instead (the same pointers the resident runner uses, so the same bits), never entering
+/// the cache, after the cached experts and while the loads run. Construction
 /// advises the kernel not to read ahead around the resident tensors (do it before the model reads any weight, as
 /// <c>ModelSession</c> does). One sequence at a time: <see cref="Run"/> is not reentrant. Dispose to stop the I/O threads
 /// and free the slots.
@@ -72,6 +79,12 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
     private bool[] _blockDone = [];
     private float[] _slotOut = [];              // [pairs, D] each (token, j) output of a block, grouped by expert
     private ActivationQ8? _groupInput;          // [tokens of one expert, D]
+    private readonly MissCostModel _missCost;   // map ranges of every expert, and the auto policy's measurements
+    private readonly bool[] _inPlace = [];      // [k] computed from the memory map in this call
+    private readonly bool[] _inPlaceCold = [];  // [k] ... and its bytes were not all in the page cache
+    private bool[] _blockInPlace = [];          // [distinct experts of a block]
+    private ExpertKey[] _requests = [];         // the keys of a call that the loader serves
+    private long _computedInPlace, _computedInPlaceBytes;
 
     /// <summary>Offloads the routed experts of <paramref name="ck"/> (see <see cref="LayoutOf"/>).</summary>
     /// <exception cref="ArgumentException">The budget buys fewer slots than the experts one layer uses (the message names the minimum).</exception>
@@ -95,13 +108,19 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
         int slots = SlotPool.SlotCountForBudget(options.BudgetBytes, layout.SlotBytes, topK, checked(c.NumLayers * c.NumExperts));
         _expertCount = c.NumExperts;
         _shapes = new MatrixShape[checked(c.NumLayers * c.NumExperts * PartRoles.Length)];
+        var mapPointers = new nint[_shapes.Length];
+        var mapLengths = new long[_shapes.Length];
         for (int l = 0; l < c.NumLayers; l++)
             for (int e = 0; e < c.NumExperts; e++)
                 for (int p = 0; p < PartRoles.Length; p++)
                 {
                     var v = ck.GetExpert(PartRoles[p], l, e);
-                    _shapes[(l * c.NumExperts + e) * PartRoles.Length + p] = new MatrixShape(v.Type, checked((int)v.Shape[0]), checked((int)v.Shape[1]));
+                    int at = (l * c.NumExperts + e) * PartRoles.Length + p;
+                    _shapes[at] = new MatrixShape(v.Type, checked((int)v.Shape[0]), checked((int)v.Shape[1]));
+                    (mapPointers[at], mapLengths[at]) = (v.Pointer, v.ByteLength);
                 }
+        _missCost = new MissCostModel(c.NumLayers, c.NumExperts, PartRoles.Length, mapPointers, mapLengths);
+        OnMiss = options.OnMiss;
         DirectIo = options.Loader.AllowDirectIo && layout.Files.All(f =>
         {
             using var probe = new DirectFileReader(f, allowDirect: true);
@@ -122,6 +141,8 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
         }
         _keys = new ExpertKey[topK];
         _done = new bool[topK];
+        _inPlace = new bool[topK];
+        _inPlaceCold = new bool[topK];
         _early = new float[topK][];
         for (int j = 0; j < topK; j++) _early[j] = new float[c.HiddenSize];
         _predictor = options.Predictor;
@@ -221,6 +242,9 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
 
     public EvictionPolicyKind Policy { get; }
 
+    /// <summary>What a miss does: load into a slot, compute from the memory map, or choose by cost (<see cref="MissCostModel"/>).</summary>
+    public MissPolicy OnMiss { get; }
+
     /// <summary>True when every expert file is read with O_DIRECT (bypassing the page cache).</summary>
     public bool DirectIo { get; }
 
@@ -233,7 +257,10 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
             var layers = new ExpertLayerStats[perLayer.Length];
             for (int l = 0; l < layers.Length; l++) layers[l] = new ExpertLayerStats(l, perLayer[l], _layerChecks[l], _layerHits[l], _layerGuesses[l]);
             return new(Interlocked.Read(ref _tokens), _loader.Stats, Stopwatch.GetElapsedTime(_created), _predictionChecks, _predictionHits,
-                _predictionGuesses, layers);
+                _predictionGuesses, layers)
+            {
+                ComputedInPlace = _computedInPlace, ComputedInPlaceBytes = _computedInPlaceBytes,
+            };
         }
     }
 
@@ -256,7 +283,7 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
     /// </summary>
     /// <exception cref="ArgumentException">More ids than the model's top-k, or ids and weights of different lengths.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A layer or expert outside the model.</exception>
-    /// <exception cref="ExpertLoadException">Reading an expert failed.</exception>
+    /// <exception cref="ExpertLoadException">Reading an expert failed, or its file shrank under it (the message names the file).</exception>
     public void Run(int layer, ReadOnlySpan<int> ids, ReadOnlySpan<float> weights, ActivationQ8 x, Span<float> y, ExpertScratch scratch, WorkerTeam? team)
     {
         int n = ids.Length;
@@ -266,7 +293,10 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
         _loader.BeginLayer(layer);
         var keys = _keys.AsSpan(0, n);
         for (int j = 0; j < n; j++) keys[j] = new ExpertKey(layer, ids[j]);
-        _loader.Request(keys);
+        var inPlace = _inPlace.AsSpan(0, n);
+        var inPlaceCold = _inPlaceCold.AsSpan(0, n);
+        DecideMisses(keys, inPlace, inPlaceCold, [], 1);
+        _loader.Request(LoaderKeys(keys, inPlace, n));
         if (_hasPrediction[layer])
         {
             _hasPrediction[layer] = false;
@@ -289,9 +319,22 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
             int j = -1;
             ExpertLease? lease = null;
             for (int i = next; i < n && j < 0; i++)
-                if (!done[i] && _loader.TryAcquire(keys[i], out lease)) j = i;
-            if (j < 0) lease = _loader.Acquire(keys[j = next]); // nothing cached: wait for the one needed first
-            using (lease) SwiGlu.Run(WeightsOf(lease!), x, scratch, team);
+                if (!done[i] && !inPlace[i] && _loader.TryAcquire(keys[i], out lease)) j = i;
+            for (int i = next; i < n && j < 0; i++)
+                if (!done[i] && inPlace[i]) j = i; // nothing cached: compute from the map while loads go on
+            long start = Stopwatch.GetTimestamp();
+            if (j >= 0 && inPlace[j])
+            {
+                SwiGlu.Run(MapWeightsOf(keys[j]), x, scratch, team);
+                CountInPlace(keys[j], Stopwatch.GetElapsedTime(start), inPlaceCold[j]);
+            }
+            else
+            {
+                if (j < 0) lease = _loader.Acquire(keys[j = next]); // nothing cached: wait for the one needed first
+                start = Stopwatch.GetTimestamp();
+                using (lease) SwiGlu.Run(WeightsOf(lease!), x, scratch, team);
+                if (OnMiss == MissPolicy.Auto) _missCost.ObserveCompute(_missCost.BytesOf(keys[j]), Stopwatch.GetElapsedTime(start).TotalSeconds, cold: false);
+            }
             done[j] = true;
             var output = scratch.Out.AsSpan(0, y.Length);
             if (j != next)
@@ -326,26 +369,35 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
         int d = x.Cols, count = g.Count;
         if (_blockKeys.Length < count) _blockKeys = new ExpertKey[_expertCount];
         if (_blockDone.Length < count) _blockDone = new bool[_expertCount];
+        if (_blockInPlace.Length < count) _blockInPlace = new bool[_expertCount];
         if (_slotOut.Length < g.Pairs * d) _slotOut = new float[g.Pairs * d];
         if (_groupInput is null || _groupInput.MaxTokens < tokens || _groupInput.MaxCols < d) _groupInput = new ActivationQ8(d, tokens);
         var keys = _blockKeys.AsSpan(0, count);
         var done = _blockDone.AsSpan(0, count);
         done.Clear();
         for (int i = 0; i < count; i++) keys[i] = new ExpertKey(layer, g.Experts[i]);
-        _loader.Request(keys[..Math.Min(count, SlotCount)]); // more would wait for slots this block is still using
-        for (int pass = 0; pass < 2; pass++)
+        var inPlace = _blockInPlace.AsSpan(0, count);
+        DecideMisses(keys, inPlace, [], g.Starts, tokens);
+        _loader.Request(LoaderKeys(keys, inPlace, SlotCount)); // more would wait for slots this block is still using
+        // Pass 0: cached experts; 1: experts computed from the map (while loads go on); 2: the rest, waiting for each.
+        for (int pass = 0; pass < 3; pass++)
             for (int i = 0; i < count; i++)
             {
-                if (done[i]) continue;
-                ExpertLease? lease;
-                if (pass == 0)
-                {
-                    if (!_loader.TryAcquire(keys[i], out lease)) continue;
-                }
-                else lease = _loader.Acquire(keys[i]);
+                if (done[i] || inPlace[i] != (pass == 1)) continue;
+                ExpertLease? lease = null;
+                if (pass == 0 && !_loader.TryAcquire(keys[i], out lease)) continue;
+                if (pass == 2) lease = _loader.Acquire(keys[i]);
                 int first = g.Starts[i], n = g.Starts[i + 1] - first;
                 _groupInput.LoadRows(x.Values(), d, g.SlotToken.Slice(first, n));
-                using (lease) SwiGlu.Run(WeightsOf(lease!), _groupInput, scratch, team);
+                if (lease is null)
+                {
+                    SwiGlu.Run(MapWeightsOf(keys[i]), _groupInput, scratch, team);
+                    CountInPlace(keys[i], TimeSpan.Zero, cold: false);
+                }
+                else
+                {
+                    using (lease) SwiGlu.Run(WeightsOf(lease), _groupInput, scratch, team);
+                }
                 scratch.Out.AsSpan(0, n * d).CopyTo(_slotOut.AsSpan(first * d, n * d));
                 done[i] = true;
             }
@@ -356,6 +408,64 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
     internal long ComputedAheadOfTurn => _computedAheadOfTurn;
 
     public void Dispose() => _loader.Dispose();
+
+    // Marks the keys that are neither cached nor loading as computed in place (compute), or as the cost model says (auto);
+    // advises the kernel to read those not already in the page cache. served: a block's grouping starts ([] = one token each).
+    private void DecideMisses(ReadOnlySpan<ExpertKey> keys, Span<bool> inPlace, Span<bool> cold, ReadOnlySpan<int> starts, int blockTokens)
+    {
+        inPlace.Clear();
+        cold.Clear();
+        if (OnMiss == MissPolicy.Load) return;
+        long token = Interlocked.Read(ref _tokens) - blockTokens; // the block's first token (layer 0 has counted it)
+        if (OnMiss == MissPolicy.Auto && keys.Length > 0 && keys[0].Layer == 0) _missCost.ObserveLoader(_loader.Stats);
+        for (int i = 0; i < keys.Length; i++)
+        {
+            if (OnMiss == MissPolicy.Auto) _missCost.ObserveUse(keys[i], starts.IsEmpty ? 1 : starts[i + 1] - starts[i], blockTokens, token);
+            if (_loader.IsResidentOrLoading(keys[i])) continue;
+            bool pageCached = false;
+            inPlace[i] = OnMiss == MissPolicy.Compute || !_loader.TryPeekVictim(out ExpertKey? victim) ||
+                         _missCost.PreferCompute(keys[i], victim, token, out pageCached);
+            if (!inPlace[i] || pageCached) continue;
+            _missCost.AdviseWillNeed(keys[i]);
+            if (!cold.IsEmpty) cold[i] = true;
+        }
+    }
+
+    // The keys the loader serves (those not computed in place), at most max of them, in a reused buffer.
+    private ReadOnlySpan<ExpertKey> LoaderKeys(ReadOnlySpan<ExpertKey> keys, ReadOnlySpan<bool> inPlace, int max)
+    {
+        if (_requests.Length < keys.Length) _requests = new ExpertKey[Math.Max(keys.Length, _expertCount)];
+        int n = 0;
+        for (int i = 0; i < keys.Length && n < max; i++)
+            if (!inPlace[i]) _requests[n++] = keys[i];
+        return _requests.AsSpan(0, n);
+    }
+
+    private void CountInPlace(ExpertKey key, TimeSpan elapsed, bool cold)
+    {
+        long bytes = _missCost.BytesOf(key);
+        _computedInPlace++;
+        _computedInPlaceBytes += bytes;
+        if (OnMiss == MissPolicy.Auto && elapsed > TimeSpan.Zero) _missCost.ObserveCompute(bytes, elapsed.TotalSeconds, cold);
+    }
+
+    // The expert's matrices where the checkpoint maps them (the resident runner's pointers). Touching a mapped page past
+    // the end of a file that shrank would kill the process (SIGBUS), so the file's current length is checked first (one
+    // fstat per file; a file truncated between this check and the compute is not caught).
+    private ExpertWeights MapWeightsOf(ExpertKey key)
+    {
+        foreach (ExpertPart part in _loader.Layout.Extent(key).Parts)
+        {
+            long length = _loader.CurrentLength(part.Path);
+            if (part.Offset + part.Length > length)
+                throw new ExpertLoadException(key, new IOException(
+                    $"'{part.Path}' now ends at byte {length}, before the expert's bytes [{part.Offset}, {part.Offset + part.Length}): " +
+                    "the file was truncated while the model was open"));
+        }
+        int at = (key.Layer * _expertCount + key.Expert) * PartRoles.Length;
+        return new ExpertWeights(Matrix(_shapes[at], _missCost.Part(key, 0).Pointer), Matrix(_shapes[at + 1], _missCost.Part(key, 1).Pointer),
+            Matrix(_shapes[at + 2], _missCost.Part(key, 2).Pointer));
+    }
 
     private ExpertWeights WeightsOf(ExpertLease lease)
     {

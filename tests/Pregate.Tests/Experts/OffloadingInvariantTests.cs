@@ -1,5 +1,5 @@
-// The central invariant of offloading: for every family, format, weight type, budget and cache policy the logits at every
-// position are bit-identical to the resident run; plus hit rates, bytes read, the minimum budget and the runner's own
+// The central invariant of offloading: for every family, format, weight type, budget, cache policy and miss policy the
+// logits at every position are bit-identical to the resident run; plus hit rates, bytes read, the minimum budget and the runner's own
 // out-of-order path compared with ResidentExperts.
 using System.Runtime.InteropServices;
 using Pregate.Core;
@@ -59,21 +59,31 @@ public sealed class OffloadingInvariantTests(ITestOutputHelper output)
         int all = c.NumLayers * c.NumExperts;
         foreach (int slots in new[] { c.NumExpertsUsed, (int)Math.Round(0.3 * all), (int)Math.Round(0.7 * all), all })
             foreach (EvictionPolicyKind policy in Enum.GetValues<EvictionPolicyKind>())
-            {
-                using var session = OpenWithSlots(path, slots, policy);
-                Assert.True(session.ExpertPlacement.Offloaded);
-                Assert.Equal(slots, session.ExpertPlacement.SlotCount);
-                var actual = session.Logits(tokens, allPositions: true);
-                ExpertStats s = session.ExpertStats;
-                output.WriteLine($"{family} {variant}: {slots,2} of {all} slots, {policy,-5}: hit rate {s.HitRate:0.000}, " +
-                                 $"{s.Misses} misses, {s.BytesRead} bytes read over {s.Tokens} tokens");
-                AssertBitIdentical(expected, actual);
-                Assert.Equal(Positions, s.Tokens);
-                Assert.True(s.BytesRead > 0, "an offloaded run reads experts from the file");
-                // The prompt runs as blocks: each distinct expert of a layer is acquired once per block, not once per token.
-                Assert.InRange(s.Cache.Hits + s.Cache.Misses, c.NumLayers * c.NumExpertsUsed, Positions * c.NumLayers * c.NumExpertsUsed);
-                if (slots == c.NumExpertsUsed) Assert.True(s.HitRate < 1, $"hit rate {s.HitRate} at the minimum budget");
-            }
+                foreach (MissPolicy miss in Enum.GetValues<MissPolicy>())
+                {
+                    using var session = OpenWithSlots(path, slots, policy, onMiss: miss);
+                    Assert.True(session.ExpertPlacement.Offloaded);
+                    Assert.Equal(slots, session.ExpertPlacement.SlotCount);
+                    var actual = session.Logits(tokens, allPositions: true);
+                    ExpertStats s = session.ExpertStats;
+                    output.WriteLine($"{family} {variant}: {slots,2} of {all} slots, {policy,-5} on miss {miss,-7}: hit rate {s.HitRate:0.000}, " +
+                                     $"{s.Misses} misses, {s.BytesRead} bytes read, {s.ComputedInPlace} computed in place over {s.Tokens} tokens");
+                    AssertBitIdentical(expected, actual);
+                    Assert.Equal(Positions, s.Tokens);
+                    // The prompt runs as blocks: each distinct expert of a layer is used once per block, not once per token.
+                    Assert.InRange(s.Cache.Hits + s.Cache.Misses + s.ComputedInPlace, c.NumLayers * c.NumExpertsUsed, Positions * c.NumLayers * c.NumExpertsUsed);
+                    switch (miss)
+                    {
+                        case MissPolicy.Load:
+                            Assert.True(s.BytesRead > 0, "an offloaded run reads experts from the file");
+                            Assert.Equal(0, s.ComputedInPlace);
+                            if (slots == c.NumExpertsUsed) Assert.True(s.HitRate < 1, $"hit rate {s.HitRate} at the minimum budget");
+                            break;
+                        case MissPolicy.Compute:
+                            Assert.True(s.ComputedInPlace > 0, "compute: the first use of an expert is computed from the map");
+                            break;
+                    }
+                }
     }
 
     [Theory]
@@ -131,6 +141,26 @@ public sealed class OffloadingInvariantTests(ITestOutputHelper output)
         Assert.StartsWith("experts: resident (all ", session.ExpertPlacement.Describe());
     }
 
+    // DESIGN "Memory tiers": a budget of at least all routed-expert bytes means resident, as all does.
+    [Fact]
+    public void ABudgetCoveringEveryExpertIsResidentAndSaysSo()
+    {
+        string path = ModelPath("tiny", "gguf-q8_0");
+        long total;
+        using (var ck = Checkpoint.Open(path)) total = OffloadedExperts.LayoutOf(ck).TotalBytes;
+        foreach (ExpertMemory budget in new[] { ExpertMemory.OfBytes(total), ExpertMemory.OfBytes(4 * total), ExpertMemory.OfFraction(1) })
+        {
+            using var session = ModelSession.Open(path, new EngineOptions { Context = 16, ExpertMemory = budget });
+            output.WriteLine($"{budget}: {session.ExpertPlacement.Describe()}");
+            Assert.False(session.ExpertPlacement.Offloaded);
+            Assert.IsType<ResidentExperts>(session.Model.Experts);
+            Assert.Contains("covers every expert", session.ExpertPlacement.Describe());
+        }
+        using var below = ModelSession.Open(path, new EngineOptions { Context = 16, ExpertMemory = ExpertMemory.OfBytes(total - 1) });
+        output.WriteLine($"{total - 1} bytes: {below.ExpertPlacement.Describe()}");
+        Assert.True(below.ExpertPlacement.Offloaded);
+    }
+
     [Fact]
     public void ShardedLayoutPutsAnExpertsMatricesInDifferentFiles()
     {
@@ -178,10 +208,13 @@ public sealed class OffloadingInvariantTests(ITestOutputHelper output)
     }
 
     // Default predictor (next-gate for these models) unless told: prefetching must not change the logits either.
-    private static ModelSession OpenWithSlots(string path, int slots, EvictionPolicyKind policy, PredictorKind? predictor = null) =>
+    // A slot for every expert stays offloaded here (ResidentWhenBudgetCoversAll off): these tests measure the cache.
+    private static ModelSession OpenWithSlots(string path, int slots, EvictionPolicyKind policy, PredictorKind? predictor = null,
+        MissPolicy onMiss = MissPolicy.Load) =>
         ModelSession.Open(path, new EngineOptions
         {
             Context = 64, ExpertMemory = ExpertMemory.OfBytes(slots * SlotBytesOf(path)), CachePolicy = policy, Predictor = predictor,
+            OnMiss = onMiss, ResidentWhenBudgetCoversAll = false,
         });
 
     private static long SlotBytesOf(string path)

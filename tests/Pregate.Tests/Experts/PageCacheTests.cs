@@ -44,7 +44,7 @@ public sealed unsafe partial class PageCacheTests(ITestOutputHelper output) : ID
 
     private int CachedExpertPagesAfterRun(string path, bool[] expertOnly, ExpertMemory memory, int[] tokens)
     {
-        using var session = ModelSession.Open(path, new EngineOptions { Context = 32, ExpertMemory = memory });
+        using var session = ModelSession.Open(path, new EngineOptions { Context = 32, ExpertMemory = memory, ResidentWhenBudgetCoversAll = false });
         DropCachedPages(path);
         Assert.Equal(0, CountCached(path, expertOnly));
         session.Logits(tokens, allPositions: true);
