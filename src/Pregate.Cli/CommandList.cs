@@ -18,5 +18,7 @@ internal static class CommandList
         yield return BenchCommand.Create(stdout, stderr);
         yield return CalibrateCommand.Create(stdout, stderr);
         yield return EvalCommand.Create(stdout, stderr);
+        yield return ConvertCommand.Create(stdout, stderr);
+        yield return QuantizeCommand.Create(stdout, stderr);
     }
 }
