@@ -61,12 +61,23 @@ internal static class QuantizeCommand
             };
             string dst = p.GetValue(output)!;
             QuantizeReport r;
-            try { r = ModelQuantizer.Run(src, dst, o, new Progress<string>(stderr.WriteLine), null); }
+            try
+            {
+                var progress = new ConsoleProgress(stderr, "writing", ModelQuantizer.TensorBytes(src, o));
+                r = ModelQuantizer.Run(src, dst, o, new LineProgress(stderr), progress);
+                progress.Done();
+            }
             catch (ArgumentException e) { throw new UserException(e.Message); }
             Print(stdout, r, dst);
             return 0;
         });
         return cmd;
+    }
+
+    // Progress lines written synchronously, in order (Progress<T> would post them to the thread pool).
+    private sealed class LineProgress(TextWriter writer) : IProgress<string>
+    {
+        public void Report(string value) => writer.WriteLine(value);
     }
 
     private static DType ParseType(string s, string option)

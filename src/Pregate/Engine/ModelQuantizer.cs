@@ -93,6 +93,19 @@ public static class ModelQuantizer
             errors.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => new QuantError(kv.Key, kv.Value.Count, kv.Value.Rtn, kv.Value.Gptq)).ToArray());
     }
 
+    /// <summary>Bytes of tensor data <see cref="Run"/> writes for <paramref name="input"/> (for progress).</summary>
+    /// <exception cref="ModelFormatException">The input is malformed.</exception>
+    public static long TensorBytes(string input, QuantizeOptions o)
+    {
+        using var ck = Checkpoint.Open(input);
+        return GgufExport.TensorBytes(ck, new GgufExportOptions
+        {
+            TypeOf = spec => TypeOf(spec, o.Type, o.RouterType),
+            FileType = o.Type,
+            ExpertCopies = o.DualTypes.Select(t => new ExtraExpertCopy("." + DTypes.Name(t), t)).ToArray(),
+        });
+    }
+
     /// <summary>
     /// The type a tensor gets: F32 for norms and biases, <paramref name="router"/> for the router, F16 for the token embedding,
     /// else <paramref name="type"/> — or its fallback when the rows are not whole blocks (q4_k → q4_0, q6_k → q8_0, then f16).

@@ -177,6 +177,40 @@ public sealed class ModelQuantizeTests(ITestOutputHelper output) : IDisposable
         Assert.True(File.Exists(dst));
     }
 
+    // --dual: each expert tensor also stored as {name}.q4_0, byte-identical to a plain q4_0 quantization's experts; Pregate
+    // reads the file and runs the main experts, so its logits equal the single-precision file's exactly.
+    [Fact]
+    public void DualStoresALowPrecisionCopyOfEachExpert()
+    {
+        var c = SynthShapes.Get("tiny");
+        string src = Synth("tiny", c, DType.F32, gguf: true, seed: 2);
+        ModelQuantizer.Run(src, P("dual.gguf"), Options(DType.Q8_0, false) with { DualTypes = [DType.Q4_0] });
+        ModelQuantizer.Run(src, P("single.gguf"), Options(DType.Q8_0, false));
+        ModelQuantizer.Run(src, P("low.gguf"), Options(DType.Q4_0, false));
+        using (var dual = GgufFile.Open(P("dual.gguf")))
+        using (var low = GgufFile.Open(P("low.gguf")))
+        {
+            int copies = 0;
+            foreach (var t in low.Tensors.Where(t => t.Name.Contains("_exps.")))
+            {
+                Assert.True(dual.TryGetTensor(t.Name + ".q4_0", out var copy), t.Name);
+                Assert.Equal(DType.Q4_0, copy.Type);
+                Assert.Equal(t.Shape, copy.Shape);
+                Assert.True(copy.Bytes.SequenceEqual(t.Bytes), t.Name);
+                Assert.True(dual.TryGetTensor(t.Name, out var main) && main.Type == DType.Q8_0);
+                copies++;
+            }
+            output.WriteLine($"{copies} expert tensors with a q4_0 copy; file {new FileInfo(P("dual.gguf")).Length:N0} bytes vs {new FileInfo(P("single.gguf")).Length:N0}");
+            Assert.Equal(3 * c.NumLayers, copies);
+        }
+        var tokens = Tokens(24, c.VocabSize, 4);
+        using var a = ModelSession.Open(P("dual.gguf"), new EngineOptions { Context = 64 });
+        using var b = ModelSession.Open(P("single.gguf"), new EngineOptions { Context = 64 });
+        Assert.Equal(0.0, RelativeError(a.Logits(tokens, true), b.Logits(tokens, true)));
+        Assert.Equal(0, Cli(["quantize", "--model", src, "--out", P("dual-cli.gguf"), "--type", "q8_0", "--dual", "q8_0,q4_0"]).Item1);
+        Assert.Equal(1, Cli(["quantize", "--model", src, "--out", P("dual-bad.gguf"), "--type", "q8_0", "--dual", "q4_0,q4_0"]).Item1);
+    }
+
     [Fact]
     public void EvalAgainstItselfAgreesCompletely()
     {
