@@ -46,8 +46,10 @@ public sealed class ModelQuantizeTests(ITestOutputHelper output) : IDisposable
 
     // Both sides quantize activations the same way for these dot products, so most positions differ by summation order only
     // (1e-4 relative). Round-to-nearest q8_0/q4_0 files also show isolated positions (a few percent) that differ by ~1e-2 while
-    // their neighbours agree to 1e-7 — the signature of one expert choice flipping; the model has one layer so a flip stays at
-    // its position. Required: ≥ 90% of positions within 1e-4, every position within 5e-2, greedy tokens agreeing at ≥ 95%.
+    // their neighbours agree exactly; the routing there is far from a tie and both engines are self-consistent (batched and
+    // token by token), so one Q8_0 dot product differs — an open question for the forward pass, not the file (q4_k, q6_k and
+    // GPTQ files agree everywhere). With one layer such a position cannot spread through attention. Required: ≥ 90% of
+    // positions within 1e-4, every position within 5e-2, greedy tokens agreeing at ≥ 95%.
     [Theory]
     [InlineData("f32", false)]
     [InlineData("q8_0", false)]
