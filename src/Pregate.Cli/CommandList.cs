@@ -19,5 +19,7 @@ internal static class CommandList
         yield return CalibrateCommand.Create(stdout, stderr);
         yield return EvalCommand.Create(stdout, stderr);
         yield return SelftestCommand.Create(stdout, stderr);
+        yield return ConvertCommand.Create(stdout, stderr);
+        yield return QuantizeCommand.Create(stdout, stderr);
     }
 }

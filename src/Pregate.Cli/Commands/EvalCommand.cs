@@ -14,7 +14,11 @@ internal static class EvalCommand
         var maxTokens = new Option<int>("--max-tokens") { Description = "use at most this many tokens", DefaultValueFactory = _ => 20_000 };
         var window = new Option<int>("--window") { Description = "tokens per window (each starts from an empty cache)", DefaultValueFactory = _ => 256 };
         var slots = new Option<string>("--lru-slots") { Description = "comma-separated slots per layer for the LRU simulation", DefaultValueFactory = _ => "2,4,8" };
-        var cmd = new Command("eval", "Perplexity and routing statistics (expert reuse, load balance, next-gate recall, LRU hit rates) on a text") { text, maxTokens, window, slots };
+        var reference = new Option<string?>("--reference")
+        {
+            Description = "a reference model (e.g. the unquantized original): also report per-layer top-k routing agreement with it and the share of greedy next tokens that change",
+        };
+        var cmd = new Command("eval", "Perplexity and routing statistics (expert reuse, load balance, next-gate recall, LRU hit rates) on a text") { text, maxTokens, window, slots, reference };
         engine.AddTo(cmd);
         cmd.SetAction(p =>
         {
@@ -35,9 +39,28 @@ internal static class EvalCommand
                 stdout.WriteLine(string.Create(inv,
                     $"| {l.Layer} | {l.ConsecutiveReuse:0.000} | {l.LoadMaxOverMean:0.00} | {l.LoadEntropyRatio:0.000} | {Fmt(l.NextGateRecallTopK)} | {Fmt(l.NextGateRecallTopKPlus1)} | ") +
                     string.Join(" | ", lru.Select(x => l.LruHitRate[x].ToString("0.000", inv))) + " |");
+            if (p.GetValue(reference) is string refPath)
+            {
+                if (!File.Exists(refPath) && !Directory.Exists(refPath)) throw new UserException($"{refPath}: no such reference model");
+                using var refSession = OpenReference(engine, p, refPath);
+                RoutingComparisonReport cmp;
+                try { cmp = RoutingComparison.Run(session, refSession, File.ReadAllText(path), p.GetValue(maxTokens), p.GetValue(window), new Progress<string>(m => stderr.WriteLine(m))); }
+                catch (ArgumentException e) { throw new UserException(e.Message); }
+                stdout.WriteLine(string.Create(inv, $"against {refPath} on {cmp.Tokens} tokens: top-{k} routing agreement {cmp.MeanAgreement:P2} (mean over layers), greedy next token changed at {cmp.GreedyChangeRate:P2} of positions"));
+                stdout.WriteLine("| layer | top-k agreement |");
+                stdout.WriteLine("|---|---|");
+                for (int l = 0; l < cmp.LayerAgreement.Count; l++)
+                    stdout.WriteLine(string.Create(inv, $"| {l} | {cmp.LayerAgreement[l]:P2} |"));
+            }
             return 0;
         });
         return cmd;
+    }
+
+    private static ModelSession OpenReference(EngineOptionSet engine, ParseResult p, string path)
+    {
+        try { return ModelSession.Open(path, engine.Options(p)); }
+        catch (ArgumentException e) { throw new UserException(e.Message); }
     }
 
     private static string Fmt(double? v) => v is double d ? d.ToString("0.000", CultureInfo.InvariantCulture) : "–";

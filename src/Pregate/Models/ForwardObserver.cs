@@ -5,8 +5,9 @@ namespace Pregate.Models;
 public interface IForwardObserver
 {
     /// <summary>
-    /// A named intermediate of <paramref name="layer"/> at <paramref name="position"/>: "attn_residual" (the residual
-    /// stream after attention, what the next-gate predictor sees), "moe_out" (the MoE block's output).
+    /// A named intermediate of <paramref name="layer"/> at <paramref name="position"/>: "attn_input" (the normed input of
+    /// the q/k/v projections), "attn_output" (the heads' output, input of the output projection), "attn_residual" (the
+    /// residual stream after attention, what the next-gate predictor sees), "moe_out" (the MoE block's output).
     /// </summary>
     void OnTensor(string name, int layer, int position, ReadOnlySpan<float> values);
 

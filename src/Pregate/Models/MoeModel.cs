@@ -407,6 +407,8 @@ public abstract class MoeModel
         int d = c.HiddenSize, hd = c.HeadDim, qDim = c.NumHeads * hd, kvDim = c.NumKvHeads * hd;
         NormRows(s.Hidden, l.AttnNorm, s.Normed, n, d);
         s.HiddenAct.Load(s.Normed.AsSpan(0, n * d), n);
+        if (Observer is { } inputObserver)
+            for (int t = 0; t < n; t++) inputObserver.OnTensor("attn_input", layer, p0 + t, s.Normed.AsSpan(t * d, d));
         fixed (float* q = s.Q) fixed (float* k = s.K) fixed (float* v = s.V)
         {
             var tasks = s.AttentionTasks;
@@ -446,6 +448,8 @@ public abstract class MoeModel
             else team.Run(ref job, rows);
         }
         s.AttnAct.Load(s.AttnOut.AsSpan(0, n * qDim), n);
+        if (Observer is { } outputObserver)
+            for (int t = 0; t < n; t++) outputObserver.OnTensor("attn_output", layer, p0 + t, s.AttnOut.AsSpan(t * qDim, qDim));
         var projected = s.Projected.AsSpan(0, n * d);
         MatMul.Run(l.O, s.AttnAct, projected, team);
         ElementOps.Add(s.Hidden.AsSpan(0, n * d), projected);

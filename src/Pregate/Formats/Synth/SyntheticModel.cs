@@ -1,8 +1,9 @@
 // Deterministic synthetic MoE checkpoints of real shapes, written as a GGUF file or a Hugging Face folder.
 // The same seed gives the same weights in both formats: every row of every tensor comes from its own random
 // stream named after the HF tensor and row, and the GGUF side applies llama.cpp's converter conventions
-// (stacked experts, q/k row permutation for the `llama` architecture, 1-D tensors and routers in F32).
+// (GgufLayout: stacked experts, q/k row permutation for the `llama` architecture, 1-D tensors and routers in F32).
 using Pregate.Core;
+using Pregate.Formats.Export;
 using Pregate.Formats.Gguf;
 using Pregate.Formats.Safetensors;
 
@@ -79,20 +80,15 @@ public static class SyntheticModel
             throw new ArgumentException($"synthetic models can be {string.Join(", ", SupportedTypes.Select(DTypes.Name))}, not {DTypes.Name(o.WeightType)}");
     }
 
-    // GGUF keeps 1-D tensors and the router (ffn_gate_inp) in F32, as llama.cpp's converter and quantizer do.
-    private static DType GgufType(TensorSpec spec, DType weightType) =>
-        spec.IsVector || spec.Role == TensorRole.Router ? DType.F32 : weightType;
+    private static DType GgufType(TensorSpec spec, DType weightType) => GgufLayout.KeepsF32(spec) ? DType.F32 : weightType;
 
     private static TensorData GgufTensor(TensorSpec spec, SynthOptions o)
     {
         var c = o.Config;
         DType type = GgufType(spec, o.WeightType);
-        long[] shape = spec.Role == TensorRole.SharedExpertGate ? [c.HiddenSize]
-            : spec.IsRoutedExpert ? [c.NumExperts, .. spec.Shape] : spec.Shape;
-        bool permute = TensorCatalog.GgufUsesNormalRope(c.Architecture) && spec.Role is TensorRole.AttnQ or TensorRole.AttnK;
-        int rows = (int)(spec.Shape.Length == 1 ? 1 : spec.Shape[0]);
-        int cols = (int)spec.Shape[^1];
-        return new TensorData(spec.GgufName, type, shape, stream =>
+        bool permute = GgufLayout.PermutesRows(spec, c.Architecture);
+        (int rows, int cols) = GgufLayout.Matrix(spec);
+        return new TensorData(spec.GgufName, type, GgufLayout.Shape(spec, c), stream =>
         {
             var rw = new RowWriter(stream, type, cols);
             int experts = spec.IsRoutedExpert ? c.NumExperts : 1;
@@ -112,8 +108,7 @@ public static class SyntheticModel
 
     private static TensorData HfTensor(TensorSpec spec, string name, SynthOptions o)
     {
-        int rows = (int)(spec.Shape.Length == 1 ? 1 : spec.Shape[0]);
-        int cols = (int)spec.Shape[^1];
+        (int rows, int cols) = GgufLayout.Matrix(spec);
         return new TensorData(name, o.WeightType, spec.Shape, stream =>
         {
             var rw = new RowWriter(stream, o.WeightType, cols);

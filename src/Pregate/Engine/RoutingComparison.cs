@@ -1,0 +1,80 @@
+// `pregate eval --reference`: how much a model (e.g. a quantized copy) changes behaviour against a reference model on the
+// same tokens — per layer, the share of tokens whose top-k expert set equals the reference's (each model routes on its own
+// hidden states), and the share of positions whose greedy next token differs.
+using Pregate.Models;
+
+namespace Pregate.Engine;
+
+/// <summary>Per-layer top-k routing agreement and greedy next-token change rate over <see cref="Tokens"/> positions.</summary>
+public sealed record RoutingComparisonReport(int Tokens, IReadOnlyList<double> LayerAgreement, double MeanAgreement, double GreedyChangeRate);
+
+public static class RoutingComparison
+{
+    /// <summary>
+    /// Runs both models on the first <paramref name="maxTokens"/> tokens of <paramref name="text"/> (tokenized by
+    /// <paramref name="model"/>'s tokenizer), in windows of <paramref name="window"/> tokens from an empty cache.
+    /// </summary>
+    /// <exception cref="ArgumentException">The models differ in vocabulary, layers or top-k, or the text has no token.</exception>
+    public static RoutingComparisonReport Run(ModelSession model, ModelSession reference, string text, int maxTokens, int window, IProgress<string>? progress = null)
+    {
+        var c = model.Config;
+        var r = reference.Config;
+        if (c.VocabSize != r.VocabSize || c.NumLayers != r.NumLayers || c.NumExpertsUsed != r.NumExpertsUsed || c.NumExperts != r.NumExperts)
+            throw new ArgumentException("the reference must have the model's vocabulary, layers and experts (a copy in another format or precision)");
+        var ids = model.Tokenizer.Encode(text, addBos: false).Take(maxTokens).ToArray();
+        if (ids.Length < 1) throw new ArgumentException("the text has no tokens");
+        window = Math.Min(window, Math.Min(model.State.Context, reference.State.Context));
+        var agree = new long[c.NumLayers];
+        long changed = 0;
+        for (int start = 0; start < ids.Length; start += window)
+        {
+            var block = ids.AsSpan(start, Math.Min(window, ids.Length - start));
+            var (routesA, logitsA) = RunWindow(model, block);
+            var (routesB, logitsB) = RunWindow(reference, block);
+            int k = c.NumExpertsUsed, v = c.VocabSize;
+            for (int t = 0; t < block.Length; t++)
+            {
+                for (int l = 0; l < c.NumLayers; l++)
+                    if (routesA[l].AsSpan(t * k, k).SequenceEqual(routesB[l].AsSpan(t * k, k))) agree[l]++;
+                if (Sampler.ArgMax(logitsA.AsSpan(t * v, v)) != Sampler.ArgMax(logitsB.AsSpan(t * v, v))) changed++;
+            }
+            progress?.Report($"compared {start + block.Length}/{ids.Length} tokens");
+        }
+        var layers = agree.Select(a => (double)a / ids.Length).ToArray();
+        return new RoutingComparisonReport(ids.Length, layers, layers.Average(), (double)changed / ids.Length);
+    }
+
+    // All-position logits [n, V] and, per layer, each token's chosen experts sorted ascending [n, k].
+    private static (int[][] Routes, float[] Logits) RunWindow(ModelSession s, ReadOnlySpan<int> tokens)
+    {
+        var c = s.Config;
+        var rec = new Recorder(c.NumLayers, tokens.Length, c.NumExpertsUsed);
+        var logits = new float[(long)tokens.Length * c.VocabSize];
+        var old = s.Model.Observer;
+        try
+        {
+            s.Model.Observer = rec;
+            s.State.Reset();
+            s.Model.Forward(s.State, tokens, logits, allPositions: true, s.Team);
+        }
+        finally
+        {
+            s.Model.Observer = old;
+        }
+        return (rec.Routes, logits);
+    }
+
+    private sealed class Recorder(int layers, int tokens, int k) : IForwardObserver
+    {
+        public readonly int[][] Routes = Enumerable.Range(0, layers).Select(_ => new int[tokens * k]).ToArray();
+
+        public void OnTensor(string name, int layer, int position, ReadOnlySpan<float> values) { }
+
+        public void OnRouting(int layer, int position, ReadOnlySpan<float> probs, ReadOnlySpan<int> ids, ReadOnlySpan<float> weights)
+        {
+            var dst = Routes[layer].AsSpan(position * k, k);
+            ids.CopyTo(dst);
+            dst.Sort();
+        }
+    }
+}
