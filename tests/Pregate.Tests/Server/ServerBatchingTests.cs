@@ -102,7 +102,9 @@ public sealed class ServerBatchingTests(ITestOutputHelper output)
         await s.WaitForHealthAsync((running, queued) => running == 0 && queued == 0, "idle");
         double completion = TestServer.Sample(await s.MetricsAsync(), "pregate_completion_tokens_total");
         output.WriteLine($"completion tokens counted: {completion}");
-        Assert.Equal(4, completion);   // the two abandoned streams never finished
+        // C's 4 tokens, plus 3500 for each long stream that ran to its end before it was dropped (a fast machine finishes
+        // them); an abandoned stream counts nothing, never a part.
+        Assert.Contains(completion, new double[] { 4, 4 + longReply, 4 + 2 * longReply });
     }
 
     // A streamed chat request on a connection of its own, read until its first two pieces of text have arrived.
