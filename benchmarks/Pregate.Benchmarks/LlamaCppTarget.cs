@@ -2,6 +2,7 @@
 // one token per decode call; CPU only, flash attention off, K/V cache in the type asked for.
 using LLama;
 using LLama.Common;
+using LLama.Extensions;
 using LLama.Native;
 using Pregate.Engine;
 
@@ -9,12 +10,14 @@ namespace Pregate.Benchmarks;
 
 internal sealed class LlamaCppTarget : IBenchmarkTarget, IDisposable
 {
-    private readonly LLamaWeights _weights;
-    private readonly LLamaContext _context;
+    private readonly SafeLlamaModelHandle _model;
+    private readonly SafeLLamaContextHandle _context;
     private readonly LLamaBatch _batch = new();
     private int _position;
 
-    public LlamaCppTarget(string modelPath, int threads, int contextTokens, int promptTokens, GGMLType kvType)
+    /// <param name="repack">llama.cpp's default: copy weights into its CPU-optimized layouts (anonymous memory). Off, the
+    /// weights stay in the memory map only, the way to run it under a memory cap smaller than the model.</param>
+    public LlamaCppTarget(string modelPath, int threads, int contextTokens, int promptTokens, GGMLType kvType, bool repack = true)
     {
         var p = new ModelParams(modelPath)
         {
@@ -28,16 +31,21 @@ internal sealed class LlamaCppTarget : IBenchmarkTarget, IDisposable
             Threads = threads,
             BatchThreads = threads,
         };
-        _weights = LLamaWeights.LoadFromFile(p);
-        _context = _weights.CreateContext(p);
-        VocabSize = _weights.Vocab.Count;
+        using (p.ToLlamaModelParams(out var modelParams))
+        {
+            modelParams.use_extra_bufts = repack;
+            _model = SafeLlamaModelHandle.LoadFromFile(modelPath, modelParams);
+        }
+        p.ToLlamaContextParams(out var contextParams);
+        _context = SafeLLamaContextHandle.Create(_model, contextParams);
+        VocabSize = _model.Vocab.Count;
     }
 
     public int VocabSize { get; }
 
     public void Reset()
     {
-        _context.NativeHandle.MemoryClear();
+        _context.MemoryClear();
         _position = 0;
     }
 
@@ -46,7 +54,7 @@ internal sealed class LlamaCppTarget : IBenchmarkTarget, IDisposable
         _batch.Clear();
         for (int i = 0; i < tokens.Length; i++) _batch.Add((LLamaToken)tokens[i], _position + i, LLamaSeqId.Zero, i == tokens.Length - 1);
         Decode(tokens.Length);
-        _context.NativeHandle.GetLogitsIth(tokens.Length - 1).CopyTo(lastLogits);
+        _context.GetLogitsIth(tokens.Length - 1).CopyTo(lastLogits);
     }
 
     public void Decode(int token, Span<float> logits)
@@ -54,12 +62,12 @@ internal sealed class LlamaCppTarget : IBenchmarkTarget, IDisposable
         _batch.Clear();
         _batch.Add((LLamaToken)token, _position, LLamaSeqId.Zero, true);
         Decode(1);
-        _context.NativeHandle.GetLogitsIth(0).CopyTo(logits);
+        _context.GetLogitsIth(0).CopyTo(logits);
     }
 
     private void Decode(int tokens)
     {
-        var rc = _context.NativeHandle.Decode(_batch);
+        var rc = _context.Decode(_batch);
         if (rc != DecodeResult.Ok) throw new InvalidOperationException($"llama.cpp decode failed: {rc}");
         _position += tokens;
     }
@@ -67,6 +75,6 @@ internal sealed class LlamaCppTarget : IBenchmarkTarget, IDisposable
     public void Dispose()
     {
         _context.Dispose();
-        _weights.Dispose();
+        _model.Dispose();
     }
 }

@@ -1,5 +1,5 @@
 // Peer measurements for `pregate bench --vs-llama`. `llama --model PATH [--threads N] [--prompt-tokens N]
-// [--gen-tokens N] [--decode forced|greedy] [--seed S] [--kv f32|f16]` runs Pregate's benchmark protocol
+// [--gen-tokens N] [--decode forced|greedy] [--seed S] [--kv f32|f16] [--repack on|off]` runs Pregate's benchmark protocol
 // (Engine/Benchmark.cs) on llama.cpp and prints one JSON object on stdout.
 using System.Globalization;
 using System.Text.Json;
@@ -9,7 +9,7 @@ using Pregate.Engine;
 
 if (args.Length == 0 || args[0] != "llama")
 {
-    Console.Error.WriteLine("usage: Pregate.Benchmarks llama --model PATH [--threads N] [--prompt-tokens N] [--gen-tokens N] [--decode forced|greedy] [--seed S] [--kv f32|f16]");
+    Console.Error.WriteLine("usage: Pregate.Benchmarks llama --model PATH [--threads N] [--prompt-tokens N] [--gen-tokens N] [--decode forced|greedy] [--seed S] [--kv f32|f16] [--repack on|off]");
     return 2;
 }
 
@@ -48,13 +48,19 @@ try
         "f16" => GGMLType.GGML_TYPE_F16,
         _ => throw new ArgumentException($"--kv must be f32 or f16, not '{kv}'"),
     };
+    bool repack = Get("--repack", "on") switch
+    {
+        "on" => true,
+        "off" => false,
+        var r => throw new ArgumentException($"--repack must be on or off, not '{r}'"),
+    };
     if (!File.Exists(model)) throw new ArgumentException($"{model}: no such file");
 
     NativeLibraryConfig.All.WithLogCallback((level, message) =>
     {
         if (level == LLamaLogLevel.Error) Console.Error.Write(message);
     });
-    using var target = new LlamaCppTarget(model, threads, settings.ContextNeeded, settings.PromptTokens, kvType);
+    using var target = new LlamaCppTarget(model, threads, settings.ContextNeeded, settings.PromptTokens, kvType, repack);
     var (timing, _) = Benchmark.Run(target, settings);
 
     using var json = new Utf8JsonWriter(Console.OpenStandardOutput());

@@ -400,6 +400,9 @@ internal static class BenchCommand
             [
                 dll, "llama", "--model", model, "--threads", Num(threads), "--prompt-tokens", Num(s.PromptTokens),
                 "--gen-tokens", Num(s.GenTokens), "--decode", Name(s.Decode), "--seed", s.Seed.ToString(CultureInfo.InvariantCulture), "--kv", "f32",
+                // Under a memory cap llama.cpp runs from its memory map alone: its repacked copies of the weights would
+                // take anonymous memory the size of the model and get it killed.
+                "--repack", group is null ? "on" : "off",
             ]);
             if (code != 0) throw new UserException($"the llama.cpp peer failed (exit code {code}):\n{stderr}");
             try
