@@ -28,6 +28,7 @@ internal sealed class LlamaCppTarget : IBenchmarkTarget, IDisposable
             TypeK = kvType,
             TypeV = kvType,
             FlashAttention = false,
+            LoadMode = LLamaLoadMode.MemoryMap,
             Threads = threads,
             BatchThreads = threads,
         };
