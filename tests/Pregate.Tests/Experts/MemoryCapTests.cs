@@ -87,7 +87,7 @@ public sealed partial class MemoryCapTests(ITestOutputHelper output) : IDisposab
     // Runs the CLI in a fresh cgroup capped at Cap, after dropping the model's cached pages so its reads are charged to the cap.
     private CappedRun RunCapped(string model, string[] args)
     {
-        DropCachedPages(model);
+        PageCache.Drop(model);
         string group = Path.Combine(CgroupRoot, "pregate-test-" + Guid.NewGuid().ToString("N")[..12]);
         Directory.CreateDirectory(group);
         try
@@ -141,18 +141,4 @@ public sealed partial class MemoryCapTests(ITestOutputHelper output) : IDisposab
             return false;
         }
     }
-
-    private static void DropCachedPages(string path)
-    {
-        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-        int fd = (int)stream.SafeFileHandle.DangerousGetHandle();
-        Assert.Equal(0, Fsync(fd));
-        Assert.Equal(0, PosixFadvise(fd, 0, 0, 4)); // POSIX_FADV_DONTNEED
-    }
-
-    [LibraryImport("libc", EntryPoint = "posix_fadvise")]
-    private static partial int PosixFadvise(int fd, long offset, long length, int advice);
-
-    [LibraryImport("libc", EntryPoint = "fsync")]
-    private static partial int Fsync(int fd);
 }

@@ -99,7 +99,7 @@ public sealed unsafe partial class MissPolicyTests(ITestOutputHelper output) : I
             output.WriteLine("skipped: this filesystem refuses O_DIRECT, so expert pages cannot be kept out of the page cache");
             return;
         }
-        DropCachedPages(path);
+        PageCache.Drop(path);
         var actual = session.Logits(tokens, allPositions: true);
         ExpertStats s = session.ExpertStats;
         output.WriteLine($"cold file, a slot for every expert, auto: {s.Cache.Loads} loads, {s.ComputedInPlace} computed in place " +
@@ -119,7 +119,7 @@ public sealed unsafe partial class MissPolicyTests(ITestOutputHelper output) : I
         const long partBytes = 64 << 10, stride = 8 << 20; // experts 8 MiB apart: faulting one reads nothing of another
         _folder.WriteRandom("experts.bin", experts * stride, 3);
         string file = _folder.File("experts.bin");
-        DropCachedPages(file);
+        PageCache.Drop(file);
         using var map = new MappedFile(file);
         var pointers = new nint[experts * parts];
         var lengths = new long[experts * parts];
@@ -173,18 +173,4 @@ public sealed unsafe partial class MissPolicyTests(ITestOutputHelper output) : I
         for (int r = 0; r < expected.Length; r++)
             Assert.Equal(MemoryMarshal.Cast<float, int>(expected[r]).ToArray(), MemoryMarshal.Cast<float, int>(actual[r]).ToArray());
     }
-
-    private static void DropCachedPages(string path)
-    {
-        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-        int fd = (int)stream.SafeFileHandle.DangerousGetHandle();
-        Assert.Equal(0, Fsync(fd));
-        Assert.Equal(0, PosixFadvise(fd, 0, 0, 4)); // POSIX_FADV_DONTNEED
-    }
-
-    [LibraryImport("libc", EntryPoint = "posix_fadvise")]
-    private static partial int PosixFadvise(int fd, long offset, long length, int advice);
-
-    [LibraryImport("libc", EntryPoint = "fsync")]
-    private static partial int Fsync(int fd);
 }

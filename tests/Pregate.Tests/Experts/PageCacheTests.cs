@@ -45,7 +45,7 @@ public sealed unsafe partial class PageCacheTests(ITestOutputHelper output) : ID
     private int CachedExpertPagesAfterRun(string path, bool[] expertOnly, ExpertMemory memory, int[] tokens)
     {
         using var session = ModelSession.Open(path, new EngineOptions { Context = 32, ExpertMemory = memory, ResidentWhenBudgetCoversAll = false });
-        DropCachedPages(path);
+        PageCache.Drop(path);
         Assert.Equal(0, CountCached(path, expertOnly));
         session.Logits(tokens, allPositions: true);
         return CountCached(path, expertOnly);
@@ -86,13 +86,6 @@ public sealed unsafe partial class PageCacheTests(ITestOutputHelper output) : ID
         return expert;
     }
 
-    private static void DropCachedPages(string path)
-    {
-        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-        int fd = (int)stream.SafeFileHandle.DangerousGetHandle();
-        Assert.Equal(0, Fsync(fd)); // dirty pages (the file was just written) are not dropped
-        Assert.Equal(0, PosixFadvise(fd, 0, 0, FadviseDontNeed));
-    }
 
     private static int CountCached(string path, bool[] pages)
     {
@@ -105,14 +98,6 @@ public sealed unsafe partial class PageCacheTests(ITestOutputHelper output) : ID
             if (pages[p] && (residency[p] & 1) != 0) cached++;
         return cached;
     }
-
-    private const int FadviseDontNeed = 4;
-
-    [LibraryImport("libc", EntryPoint = "posix_fadvise")]
-    private static partial int PosixFadvise(int fd, long offset, long length, int advice);
-
-    [LibraryImport("libc", EntryPoint = "fsync")]
-    private static partial int Fsync(int fd);
 
     [LibraryImport("libc", EntryPoint = "mincore")]
     private static partial int Mincore(void* address, nuint length, byte* residency);
