@@ -162,6 +162,8 @@ internal static class BenchCommand
                     peer = LlamaPeer.Prepare(stderr);
                 }
 
+                double roofline = Benchmark.MeasureReadBandwidth(session.Team);
+                stderr.WriteLine(Invariant($"roofline: {roofline / 1e9:0.0} GB/s read with {session.Team.ThreadCount} threads"));
                 var target = new SessionBenchmarkTarget(session);
                 var statsBefore = session.ExpertStats;
                 var ours = new List<BenchmarkTiming>();
@@ -179,7 +181,7 @@ internal static class BenchCommand
                     }
                     stderr.WriteLine(line);
                 }
-                use(new Report(session, settings, ours, theirs, peer is not null, session.ExpertStats - statsBefore));
+                use(new Report(session, settings, ours, theirs, peer is not null, session.ExpertStats - statsBefore, roofline));
             }
         }
     }
@@ -223,7 +225,7 @@ internal static class BenchCommand
         return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
     }
 
-    internal sealed class Report(ModelSession session, BenchmarkSettings settings, List<BenchmarkTiming> ours, List<PeerResult> theirs, bool withPeer, ExpertStats experts)
+    internal sealed class Report(ModelSession session, BenchmarkSettings settings, List<BenchmarkTiming> ours, List<PeerResult> theirs, bool withPeer, ExpertStats experts, double rooflineBytesPerSecond)
     {
         private readonly double _prefill = Median(ours.Select(t => t.PrefillTokensPerSecond));
         private readonly double _decode = Median(ours.Select(t => t.DecodeTokensPerSecond));
@@ -232,18 +234,22 @@ internal static class BenchCommand
         private readonly double? _peerPrefill = withPeer ? Median(theirs.Select(t => t.PrefillTokensPerSecond)) : null;
         private readonly double? _peerDecode = withPeer ? Median(theirs.Select(t => t.DecodeTokensPerSecond)) : null;
 
+        /// <summary>Decode's weight reads per second over the read bandwidth measured at start.</summary>
+        private double RooflineFraction => _bytesPerToken * _decode / Math.Max(rooflineBytesPerSecond, 1);
+
         public void WriteText(TextWriter o, bool layers)
         {
             var c = session.Config;
             o.WriteLine($"model        {session.Checkpoint.Path} ({c.ModelType}, {c.NumLayers} layers, {c.NumExperts} experts top-{c.NumExpertsUsed})");
             o.WriteLine(Invariant($"protocol     {session.Team.ThreadCount} threads, prompt {settings.PromptTokens} tokens, decode {settings.GenTokens} tokens ({Name(settings.Decode)}), median of {ours.Count} rounds"));
-            o.WriteLine(Invariant($"pregate      prefill {_prefill:0.0} tok/s, decode {_decode:0.0} tok/s ({_bytesPerToken * _decode / 1e9:0.0} GB/s of weights)"));
+            o.WriteLine(Invariant($"pregate      prefill {_prefill:0.0} tok/s, decode {_decode:0.0} tok/s ({_bytesPerToken * _decode / 1e9:0.0} GB/s of weights, {RooflineFraction:P0} of the roofline)"));
             if (_peerPrefill is double pp && _peerDecode is double pd)
             {
                 o.WriteLine(Invariant($"llama.cpp    prefill {pp:0.0} tok/s, decode {pd:0.0} tok/s (K/V {theirs[0].KvType}, flash attention off)"));
                 o.WriteLine(Invariant($"ratio        prefill {_prefill / pp:0.00}×, decode {_decode / pd:0.00}× (pregate / llama.cpp)"));
             }
             o.WriteLine($"weights      {Units.Bytes(_bytesPerToken)} read per decoded token");
+            o.WriteLine(Invariant($"roofline     {rooflineBytesPerSecond / 1e9:0.0} GB/s read with {session.Team.ThreadCount} threads (measured at start)"));
             o.WriteLine($"peak RSS     {(_peakRss is long b ? Units.Bytes(b) : "n/a")}");
             o.WriteLine($"{session.DescribePlacement()}");
             if (session.ExpertPlacement.Offloaded) o.WriteLine(EngineOptionSet.DescribeStats(session.ExpertPlacement, experts));
@@ -267,6 +273,8 @@ internal static class BenchCommand
                 w.WriteNumber("prefill_tok_s", _prefill);
                 w.WriteNumber("decode_tok_s", _decode);
                 w.WriteNumber("bytes_per_token", _bytesPerToken);
+                w.WriteNumber("roofline_gb_s", rooflineBytesPerSecond / 1e9);
+                w.WriteNumber("roofline_fraction", RooflineFraction);
                 // Expert-cache figures exist only where experts are offloaded; the resident runner moves nothing.
                 bool off = session.ExpertPlacement.Offloaded;
                 void Number(string name, double? v) { if (v is double d) w.WriteNumber(name, d); else w.WriteNull(name); }
