@@ -169,7 +169,7 @@ public static unsafe class MatMul
                 case DType.BF16: Rows<BF16Row>(start, end); break;
                 case DType.Q8_0 when VecDot.UseAvx2: Q8_0Tiles(start, end); break;
                 case DType.Q8_0: Rows<Q8_0Row>(start, end); break;
-                case DType.Q4_0 when VecDot.UseAvx2: Q4_0Pairs(start, end); break;
+                case DType.Q4_0 when Tokens > 1 && VecDot.UseAvx2: Q4_0Pairs(start, end); break;
                 case DType.Q4_0: Rows<Q4_0Row>(start, end); break;
                 case DType.Q4_K: Rows<Q4_KRow>(start, end); break;
                 case DType.Q6_K: Rows<Q6_KRow>(start, end); break;
@@ -209,11 +209,9 @@ public static unsafe class MatMul
             if (Tokens == 1)
             {
                 // One vector streams the matrix from memory: one row at a time keeps a single sequential stream, which the
-                // hardware prefetcher follows best (measured faster than four interleaved rows, even with software prefetch).
+                // hardware prefetcher follows best (measured faster than two or four interleaved rows, even with software prefetch).
                 var x = (BlockQ8_0*)X;
-                int r = start;
-                for (; r + 2 <= end; r += 2) VecDot.Q8_0Avx2Rows2((BlockQ8_0*)W.Row(r), (BlockQ8_0*)W.Row(r + 1), x, nb, 2 * W.RowStride, out Y[r], out Y[r + 1]);
-                for (; r < end; r++) Y[r] = VecDot.Q8_0Avx2((BlockQ8_0*)W.Row(r), x, nb);
+                for (int r = start; r < end; r++) Y[r] = VecDot.Q8_0Avx2((BlockQ8_0*)W.Row(r), x, nb);
                 return;
             }
             int rowTile = (int)Math.Max(2, RowTileBytes / Math.Max(1, W.RowStride)) & ~1;
@@ -232,7 +230,8 @@ public static unsafe class MatMul
             }
         }
 
-        // Q4_0 rows two at a time against each vector (the second row shares the activation's loads and its 8·Σx).
+        // Several vectors (prefill) against Q4_0 rows two at a time: the second row shares the activation's loads and its 8·Σx
+        // (a single vector streams faster one row at a time, as Q8_0 does).
         private readonly void Q4_0Pairs(int start, int end)
         {
             int nb = W.Cols / BlockQ4_0.Size, rows = W.Rows;

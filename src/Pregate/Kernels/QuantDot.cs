@@ -270,26 +270,6 @@ public static unsafe partial class VecDot
         return Avx.ConvertToVector256Single(sums - offset);
     }
 
-    /// <summary>
-    /// Q8_0Avx2 of two rows against one vector, each bit-identical to Q8_0Avx2 (two FMA chains overlap), prefetching the
-    /// bytes <paramref name="prefetchOffset"/> past each block read.
-    /// </summary>
-    internal static void Q8_0Avx2Rows2(BlockQ8_0* w0, BlockQ8_0* w1, BlockQ8_0* x, int nb, long prefetchOffset, out float y0, out float y1)
-    {
-        Vector256<float> a0 = default, a1 = default;
-        for (int ib = 0; ib < nb; ib++)
-        {
-            Sse.Prefetch0((byte*)(w0 + ib) + prefetchOffset);
-            Sse.Prefetch0((byte*)(w1 + ib) + prefetchOffset);
-            var xq = Avx.LoadVector256(x[ib].Qs);
-            float dx = Fp16.ToFloat(x[ib].D);
-            a0 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(w0[ib].D) * dx), MulSumI8Pairs(Avx.LoadVector256(w0[ib].Qs), xq), a0);
-            a1 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(w1[ib].D) * dx), MulSumI8Pairs(Avx.LoadVector256(w1[ib].Qs), xq), a1);
-        }
-        y0 = HorizontalSum(a0);
-        y1 = HorizontalSum(a1);
-    }
-
     internal static float Q4_0Scalar(BlockQ4_0* w, BlockQ8_0* x, int nb)
     {
         float sumf = 0;

@@ -1,4 +1,4 @@
-// The mat-mul's shared-load tiles (Q8_0 4 or 2 rows × 1 vector, 2 rows × 4 vectors with AVX2 and with AVX-VNNI; Q4_0 2 rows ×
+// The mat-mul's shared-load tiles (Q8_0 4 rows × 1 vector, 2 rows × 4 vectors with AVX2 and with AVX-VNNI; Q4_0 2 rows ×
 // 1 vector; fp16 rows widened once, 1 or 2 rows × 2 vectors) against the single-row dot kernels bit for bit, on every block count including extreme values (±127,
 // −128 weights, zero blocks); and fused multi-matrix runs against separate mat-muls.
 using System.Runtime.InteropServices;
@@ -60,9 +60,6 @@ public unsafe class MatMulTileTests(ITestOutputHelper output)
 
             for (int t = 0; t < 4; t++)
             {
-                VecDot.Q8_0Avx2Rows2(Row(pw, 2), Row(pw, 3), Row(px, t), nb, 0, out float y2, out float y3);
-                Assert.Equal(Bits(expected[2, t]), Bits(y2));
-                Assert.Equal(Bits(expected[3, t]), Bits(y3));
                 VecDot.Q8_0Avx2Rows4(Row(pw, 0), Row(pw, 1), Row(pw, 2), Row(pw, 3), Row(px, t), nb, 4L * nb * 34, y);
                 for (int r = 0; r < 4; r++) Assert.Equal(Bits(expected[r, t]), Bits(y[r]));
             }
