@@ -103,7 +103,7 @@ internal static class BenchCommand
                 return Usage(stderr, "--memory-cap and --out go with --ablation or a sweep (a comma list in --expert-memory or --cache)");
 
             var options = engine.Options(p);
-            var request = new SingleRun(engine.ModelPath(p), options, settings, roundCount, p.GetValue(text), p.GetValue(vsLlama), p.GetValue(oracleTrace));
+            var request = new SingleRun(engine.ModelPath(p), options, settings, roundCount, p.GetValue(text), p.GetValue(vsLlama), p.GetValue(oracleTrace)) { MeasureRoofline = true };
             request.Execute(stderr, report =>
             {
                 if (p.GetValue(json)) report.WriteJson(stdout);
@@ -124,6 +124,12 @@ internal static class BenchCommand
     /// <summary>One benchmark of one engine configuration: what `pregate bench` without a list or --ablation runs.</summary>
     internal sealed record SingleRun(string ModelPath, EngineOptions Options, BenchmarkSettings Settings, int Rounds, string? TextPath, bool VsLlama, string? OracleTraceFile)
     {
+        /// <summary>
+        /// Measures the read-bandwidth roofline at start (a 256 MiB buffer: left off where a run sits under a memory cap,
+        /// as in the ablation and budget sweeps).
+        /// </summary>
+        public bool MeasureRoofline { get; init; }
+
         /// <summary>
         /// Opens the model as configured (recording the oracle's routing first when needed), measures it and hands the report
         /// to <paramref name="use"/> while the session is open.
@@ -162,6 +168,8 @@ internal static class BenchCommand
                     peer = LlamaPeer.Prepare(stderr);
                 }
 
+                double? roofline = MeasureRoofline ? Benchmark.MeasureReadBandwidth(session.Team) : null;
+                if (roofline is double measured) stderr.WriteLine(Invariant($"roofline: {measured / 1e9:0.0} GB/s read with {session.Team.ThreadCount} threads"));
                 var target = new SessionBenchmarkTarget(session);
                 var statsBefore = session.ExpertStats;
                 var ours = new List<BenchmarkTiming>();
@@ -179,7 +187,7 @@ internal static class BenchCommand
                     }
                     stderr.WriteLine(line);
                 }
-                use(new Report(session, settings, ours, theirs, peer is not null, session.ExpertStats - statsBefore));
+                use(new Report(session, settings, ours, theirs, peer is not null, session.ExpertStats - statsBefore, roofline));
             }
         }
     }
@@ -223,7 +231,7 @@ internal static class BenchCommand
         return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
     }
 
-    internal sealed class Report(ModelSession session, BenchmarkSettings settings, List<BenchmarkTiming> ours, List<PeerResult> theirs, bool withPeer, ExpertStats experts)
+    internal sealed class Report(ModelSession session, BenchmarkSettings settings, List<BenchmarkTiming> ours, List<PeerResult> theirs, bool withPeer, ExpertStats experts, double? rooflineBytesPerSecond)
     {
         private readonly double _prefill = Median(ours.Select(t => t.PrefillTokensPerSecond));
         private readonly double _decode = Median(ours.Select(t => t.DecodeTokensPerSecond));
@@ -232,18 +240,24 @@ internal static class BenchCommand
         private readonly double? _peerPrefill = withPeer ? Median(theirs.Select(t => t.PrefillTokensPerSecond)) : null;
         private readonly double? _peerDecode = withPeer ? Median(theirs.Select(t => t.DecodeTokensPerSecond)) : null;
 
+        /// <summary>Decode's weight reads per second over the read bandwidth measured at start.</summary>
+        private double? RooflineFraction => rooflineBytesPerSecond is double r ? _bytesPerToken * _decode / Math.Max(r, 1) : null;
+
         public void WriteText(TextWriter o, bool layers)
         {
             var c = session.Config;
             o.WriteLine($"model        {session.Checkpoint.Path} ({c.ModelType}, {c.NumLayers} layers, {c.NumExperts} experts top-{c.NumExpertsUsed})");
             o.WriteLine(Invariant($"protocol     {session.Team.ThreadCount} threads, prompt {settings.PromptTokens} tokens, decode {settings.GenTokens} tokens ({Name(settings.Decode)}), median of {ours.Count} rounds"));
-            o.WriteLine(Invariant($"pregate      prefill {_prefill:0.0} tok/s, decode {_decode:0.0} tok/s ({_bytesPerToken * _decode / 1e9:0.0} GB/s of weights)"));
+            string roofline = RooflineFraction is double f ? Invariant($", {f:P0} of the roofline") : "";
+            o.WriteLine(Invariant($"pregate      prefill {_prefill:0.0} tok/s, decode {_decode:0.0} tok/s ({_bytesPerToken * _decode / 1e9:0.0} GB/s of weights{roofline})"));
             if (_peerPrefill is double pp && _peerDecode is double pd)
             {
                 o.WriteLine(Invariant($"llama.cpp    prefill {pp:0.0} tok/s, decode {pd:0.0} tok/s (K/V {theirs[0].KvType}, flash attention off)"));
                 o.WriteLine(Invariant($"ratio        prefill {_prefill / pp:0.00}×, decode {_decode / pd:0.00}× (pregate / llama.cpp)"));
             }
             o.WriteLine($"weights      {Units.Bytes(_bytesPerToken)} read per decoded token");
+            if (rooflineBytesPerSecond is double r)
+                o.WriteLine(Invariant($"roofline     {r / 1e9:0.0} GB/s read with {session.Team.ThreadCount} threads (measured at start)"));
             o.WriteLine($"peak RSS     {(_peakRss is long b ? Units.Bytes(b) : "n/a")}");
             o.WriteLine($"{session.DescribePlacement()}");
             if (session.ExpertPlacement.Offloaded) o.WriteLine(EngineOptionSet.DescribeStats(session.ExpertPlacement, experts));
@@ -267,6 +281,8 @@ internal static class BenchCommand
                 w.WriteNumber("prefill_tok_s", _prefill);
                 w.WriteNumber("decode_tok_s", _decode);
                 w.WriteNumber("bytes_per_token", _bytesPerToken);
+                Number("roofline_gb_s", rooflineBytesPerSecond / 1e9);
+                Number("roofline_fraction", RooflineFraction);
                 // Expert-cache figures exist only where experts are offloaded; the resident runner moves nothing.
                 bool off = session.ExpertPlacement.Offloaded;
                 void Number(string name, double? v) { if (v is double d) w.WriteNumber(name, d); else w.WriteNull(name); }

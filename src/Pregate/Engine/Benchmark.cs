@@ -2,7 +2,10 @@
 // seeded random prompt timed as one prefill, then decode steps fed from a fixed seeded token stream (teacher forcing:
 // greedy decoding of a random-weight model repeats one token, so its routing and any cache would look perfect) or greedy.
 using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using Pregate.Core;
+using Pregate.Kernels;
 using Pregate.Experts.Prediction;
 
 namespace Pregate.Engine;
@@ -134,6 +137,66 @@ public static class Benchmark
             session.Model.Observer = previous;
         }
         return recorder.Trace;
+    }
+
+    /// <summary>
+    /// The read bandwidth a decode step can at best reach, in bytes per second: <paramref name="team"/>'s threads sum a
+    /// buffer of <paramref name="bytes"/> (far beyond the last-level cache) with vector loads, split in chunks as a mat-vec
+    /// splits rows; the best of <paramref name="passes"/> timed passes after one untimed pass. Throws
+    /// <see cref="ArgumentOutOfRangeException"/> when bytes is under 1 MiB or passes under 1.
+    /// </summary>
+    public static unsafe double MeasureReadBandwidth(WorkerTeam team, long bytes = 256L << 20, int passes = 5)
+    {
+        ArgumentNullException.ThrowIfNull(team);
+        ArgumentOutOfRangeException.ThrowIfLessThan(bytes, 1L << 20);
+        ArgumentOutOfRangeException.ThrowIfLessThan(passes, 1);
+        const int ChunkBytes = 64 * 1024;
+        int chunks = checked((int)(bytes / ChunkBytes));
+        byte* buffer = (byte*)NativeMemory.AlignedAlloc((nuint)chunks * ChunkBytes, 64);
+        try
+        {
+            // Written first so every page is backed by memory (untouched pages would read as the shared zero page).
+            new Span<byte>(buffer, chunks * ChunkBytes).Fill(1);
+            var job = new ReadJob { Buffer = buffer, ChunkBytes = ChunkBytes };
+            double best = 0;
+            for (int pass = 0; pass <= passes; pass++)
+            {
+                long start = Stopwatch.GetTimestamp();
+                team.Run(ref job, chunks, 1, 16);
+                double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
+                if (pass > 0) best = Math.Max(best, (double)chunks * ChunkBytes / Math.Max(seconds, 1e-9));
+            }
+            return best;
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(buffer);
+        }
+    }
+
+    private unsafe struct ReadJob : IRowJob
+    {
+        public byte* Buffer;
+        public int ChunkBytes;
+        public float Sink;
+
+        public void Execute(int start, int end)
+        {
+            var s0 = Vector256<float>.Zero;
+            var s1 = Vector256<float>.Zero;
+            var s2 = Vector256<float>.Zero;
+            var s3 = Vector256<float>.Zero;
+            float* p = (float*)(Buffer + (long)start * ChunkBytes);
+            float* stop = (float*)(Buffer + (long)end * ChunkBytes);
+            for (; p < stop; p += 32)
+            {
+                s0 += Vector256.Load(p);
+                s1 += Vector256.Load(p + 8);
+                s2 += Vector256.Load(p + 16);
+                s3 += Vector256.Load(p + 24);
+            }
+            Volatile.Write(ref Sink, Vector256.Sum((s0 + s1) + (s2 + s3)));   // an observable result keeps the loads
+        }
     }
 
     private static BenchmarkTiming Pass(IBenchmarkTarget target, BenchmarkSettings settings, int[] prompt, int[] forced, float[] logits, int[] fed)

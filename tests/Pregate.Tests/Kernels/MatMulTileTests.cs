@@ -1,5 +1,5 @@
-// The mat-mul's shared-load tiles (Q8_0 4 rows × 1 vector, 2 rows × 4 vectors with AVX2 and with AVX-VNNI; fp16 rows
-// widened once, 1 or 2 rows × 2 vectors) against the single-row dot kernels bit for bit, on every block count including extreme values (±127,
+// The mat-mul's shared-load tiles (Q8_0 4 rows × 1 vector, 2 rows × 4 vectors with AVX2 and with AVX-VNNI; Q4_0 2 rows ×
+// 1 vector; fp16 rows widened once, 1 or 2 rows × 2 vectors) against the single-row dot kernels bit for bit, on every block count including extreme values (±127,
 // −128 weights, zero blocks); and fused multi-matrix runs against separate mat-muls.
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -73,6 +73,65 @@ public unsafe class MatMulTileTests(ITestOutputHelper output)
                 Assert.True(Bits(expected[2, t]) == Bits(y[4 + t]), $"{name}: row 2, vector {t}");
             }
         }
+    }
+
+    [Theory]
+    [MemberData(nameof(BlockCounts))]
+    public void Q4_0PairsEqualTheSingleRowDot(int nb, bool extremes)
+    {
+        if (!VecDot.UseAvx2) return; // AVX2 code; without it the mat-mul uses the scalar row dot alone
+        int cols = nb * 32;
+        var rng = new Random(nb);
+        var w = new BlockQ4_0[3 * nb];
+        for (int i = 0; i < w.Length; i++)
+        {
+            w[i].D = (Half)(0.001f + rng.NextSingle() * 0.01f);
+            for (int j = 0; j < 16; j++) w[i].Qs[j] = extremes && i % 4 == 1 ? (j % 2 == 0 ? (byte)0x00 : (byte)0xFF) : (byte)rng.Next(256);
+        }
+        var x = QuantizeRows(2, cols, 31, extremes, -127);
+        fixed (BlockQ4_0* pw = w) fixed (BlockQ8_0* px = x)
+        {
+            double worst = 0;
+            for (int t = 0; t < 2; t++)
+                for (int r = 0; r + 1 < 3; r++)
+                {
+                    VecDot.Q4_0Avx2Rows2(pw + r * nb, pw + (r + 1) * nb, px + t * nb, nb, 0, out float y0, out float y1);
+                    Assert.Equal(Bits(VecDot.Q4_0Avx2(pw + r * nb, px + t * nb, nb)), Bits(y0));
+                    Assert.Equal(Bits(VecDot.Q4_0Avx2(pw + (r + 1) * nb, px + t * nb, nb)), Bits(y1));
+                    float reference = VecDot.Q4_0Scalar(pw + r * nb, px + t * nb, nb);
+                    worst = Math.Max(worst, Math.Abs(y0 - reference) / Math.Max(1e-3, Math.Abs(reference)));
+                }
+            // The scalar reference sums blocks in another order: relative error within 1e-5.
+            output.WriteLine($"{nb} blocks: pairs bit-identical to the row dot; worst relative difference from scalar {worst:E2}");
+            Assert.True(worst < 1e-5);
+        }
+    }
+
+    [Fact]
+    public void Fp16WideningIsExactForEveryValue()
+    {
+        // Every fp16 pattern, in order (whole groups of finite values take the fast path) and shuffled (inf/NaN mixed in).
+        var all = Enumerable.Range(0, 65536).Select(i => (ushort)i).ToArray();
+        var shuffled = all.ToArray();
+        new Random(3).Shuffle(shuffled);
+        foreach (var w in new[] { all, shuffled })
+        {
+            var expected = w.Select(h => Fp16.ToFloat(h)).ToArray();
+            var actual = new float[w.Length];
+            fixed (ushort* pw = w) fixed (float* pa = actual) VecDot.WidenF16Row(pw, pa, w.Length);
+            for (int i = 0; i < w.Length; i++)
+                Assert.True(Bits(expected[i]) == Bits(actual[i]) || (float.IsNaN(expected[i]) && float.IsNaN(actual[i])), $"fp16 0x{w[i]:X4}");
+        }
+        // The dot product over every finite value (subnormals and zeros included) equals the one over exact widenings.
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var finite = all.Where(h => (h & 0x7C00) != 0x7C00).ToArray();
+            var wide = finite.Select(h => Fp16.ToFloat(h)).ToArray();
+            var x = TestData.Gaussian(finite.Length, 9);
+            fixed (ushort* pw = finite) fixed (float* pWide = wide) fixed (float* px = x)
+                Assert.Equal(Bits(VecDot.F16WidenedVector256(pWide, px, finite.Length)), Bits(VecDot.F16Vector256(pw, px, finite.Length)));
+        }
+        output.WriteLine("65,536 fp16 values widened exactly, sorted and shuffled");
     }
 
     [Theory]
