@@ -29,7 +29,7 @@ internal static class ServerTestSupport
     /// <summary>A wider model with a 4096-token context: a full-length generation takes long enough to interrupt.</summary>
     public static string SlowModel => ModelTestSupport.Synth("server-slow", SynthShapes.Get("tiny") with
     {
-        HiddenSize = 256, NumHeads = 8, NumKvHeads = 2, HeadDim = 32, ExpertFfn = 512, MaxContext = 4096,
+        HiddenSize = 256, NumLayers = 8, NumHeads = 8, NumKvHeads = 2, HeadDim = 32, ExpertFfn = 512, MaxContext = 4096,
     }, DType.F32, gguf: true);
 
     /// <summary>A copy of <see cref="TinyModel"/> whose metadata holds tokenizer.chat_template = <paramref name="template"/>.</summary>
