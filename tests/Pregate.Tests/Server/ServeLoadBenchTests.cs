@@ -21,9 +21,11 @@ public sealed class ServeLoadBenchTests(ITestOutputHelper output)
     public async Task EachRoundStreamsTheAskedTokensToEveryClient()
     {
         await Task.Yield();
-        const int tokens = 9;
-        var (code, json, _) = Run("bench", "--serve-load", "--model", ServerTestSupport.TinyModel, "--clients", "1,5", "--gen-tokens", $"{tokens}",
-            "--threads", "1", "--ctx", "128", "--json");
+        // The slow model and 48 tokens each: five streams overlap even on a fast machine (a tiny model finishes a
+        // client's tokens before the next one's prompt is prefilled).
+        const int tokens = 48;
+        var (code, json, _) = Run("bench", "--serve-load", "--model", ServerTestSupport.SlowModel, "--clients", "1,5", "--gen-tokens", $"{tokens}",
+            "--threads", "1", "--ctx", "256", "--json");
         Assert.Equal(0, code);
         using var doc = JsonDocument.Parse(json);
         var rounds = doc.RootElement.GetProperty("rounds").EnumerateArray().ToArray();
