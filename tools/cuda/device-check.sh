@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CUDA backend's check on a GPU machine that has no .NET: runs the self-contained CLI published beforehand into
-# .device/pregate (see tools/cuda/README.md), writing seven logs to $OUT (the device tool returns at most eight files):
+# .device/pregate (see tools/cuda/README.md), writing seven logs to the folder $OUT:
 #   environment.txt   nvidia-smi, and where libcuda / libnvrtc / libcublas are on this machine
 #   selftest.txt      CUDA vs CPU logits on the tiny models of every family (F32, F16, Q8_0), offloaded = resident, cuBLAS
 #   selftest-mini.txt the same on a larger synthetic Mixtral (4 layers of mixtral-mini, Q8_0)
