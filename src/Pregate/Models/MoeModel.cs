@@ -312,18 +312,8 @@ public abstract class MoeModel
         {
             var st = states[b];
             int pos = batch.Positions[b];
-            var qt = s.Q.AsSpan(b * qDim, qDim);
-            var kt = s.K.AsSpan(b * kvDim, kvDim);
-            var vt = s.V.AsSpan(b * kvDim, kvDim);
-            if (l.QBias is not null) ElementOps.Add(qt, l.QBias);
-            if (l.KBias is not null) ElementOps.Add(kt, l.KBias);
-            if (l.VBias is not null) ElementOps.Add(vt, l.VBias);
-            NormalizeQK(l, qt, kt);
-            var cosSin = s.CosSin.AsSpan(b * hd, hd);
-            Rope.Apply(qt, c.NumHeads, hd, cosSin, _rope);
-            Rope.Apply(kt, c.NumKvHeads, hd, cosSin, _rope);
-            kt.CopyTo(st.Keys[layer].AsSpan(pos * kvDim, kvDim));
-            vt.CopyTo(st.Values[layer].AsSpan(pos * kvDim, kvDim));
+            FinishQkv(l, s.Q.AsSpan(b * qDim, qDim), s.K.AsSpan(b * kvDim, kvDim), s.V.AsSpan(b * kvDim, kvDim),
+                s.CosSin.AsSpan(b * hd, hd), st.Keys[layer].AsSpan(pos * kvDim, kvDim), st.Values[layer].AsSpan(pos * kvDim, kvDim));
             // The caches and scores are pinned arrays (allocated pinned), so their addresses stay valid.
             batch.Keys[b] = (nint)Unsafe.AsPointer(ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(st.Keys[layer]));
             batch.Values[b] = (nint)Unsafe.AsPointer(ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(st.Values[layer]));
@@ -389,6 +379,20 @@ public abstract class MoeModel
     /// <summary>Normalises one token's projected q [H·hd] and k [Hkv·hd] before RoPE (Qwen3-MoE per head, OLMoE whole). Default: nothing.</summary>
     protected virtual void NormalizeQK(Layer l, Span<float> q, Span<float> k) { }
 
+    // One token's projections after the mat-muls: biases, q/k norms, RoPE at its position (cosSin), then k and v into the
+    // sequence's KV cache rows.
+    private void FinishQkv(Layer l, Span<float> q, Span<float> k, Span<float> v, ReadOnlySpan<float> cosSin, Span<float> keyRow, Span<float> valueRow)
+    {
+        if (l.QBias is not null) ElementOps.Add(q, l.QBias);
+        if (l.KBias is not null) ElementOps.Add(k, l.KBias);
+        if (l.VBias is not null) ElementOps.Add(v, l.VBias);
+        NormalizeQK(l, q, k);
+        Rope.Apply(q, Config.NumHeads, Config.HeadDim, cosSin, _rope);
+        Rope.Apply(k, Config.NumKvHeads, Config.HeadDim, cosSin, _rope);
+        k.CopyTo(keyRow);
+        v.CopyTo(valueRow);
+    }
+
     /// <summary>
     /// Adds the shared expert's contribution for the block's <paramref name="tokens"/> tokens (inputs in state.HiddenAct)
     /// to state.MoeOut [tokens, D] (Qwen2-MoE). Default: nothing.
@@ -419,18 +423,8 @@ public abstract class MoeModel
         }
         for (int t = 0; t < n; t++)
         {
-            var qt = s.Q.AsSpan(t * qDim, qDim);
-            var kt = s.K.AsSpan(t * kvDim, kvDim);
-            var vt = s.V.AsSpan(t * kvDim, kvDim);
-            if (l.QBias is not null) ElementOps.Add(qt, l.QBias);
-            if (l.KBias is not null) ElementOps.Add(kt, l.KBias);
-            if (l.VBias is not null) ElementOps.Add(vt, l.VBias);
-            NormalizeQK(l, qt, kt);
-            var cosSin = s.CosSin.AsSpan(t * hd, hd);
-            Rope.Apply(qt, c.NumHeads, hd, cosSin, _rope);
-            Rope.Apply(kt, c.NumKvHeads, hd, cosSin, _rope);
-            kt.CopyTo(s.Keys[layer].AsSpan((p0 + t) * kvDim, kvDim));
-            vt.CopyTo(s.Values[layer].AsSpan((p0 + t) * kvDim, kvDim));
+            FinishQkv(l, s.Q.AsSpan(t * qDim, qDim), s.K.AsSpan(t * kvDim, kvDim), s.V.AsSpan(t * kvDim, kvDim),
+                s.CosSin.AsSpan(t * hd, hd), s.Keys[layer].AsSpan((p0 + t) * kvDim, kvDim), s.Values[layer].AsSpan((p0 + t) * kvDim, kvDim));
         }
 
         fixed (float* q = s.Q) fixed (float* keys = s.Keys[layer]) fixed (float* values = s.Values[layer])
