@@ -167,7 +167,7 @@ public abstract class MoeModel
     private void ForwardBlock(InferenceState s, ReadOnlySpan<int> tokens, Span<float> logits, bool allPositions, WorkerTeam? team)
     {
         var c = Config;
-        int n = tokens.Length, p0 = s.Position, d = c.HiddenSize, hd = c.HeadDim, k = c.NumExpertsUsed, e = c.NumExperts;
+        int n = tokens.Length, p0 = s.Position, d = c.HiddenSize, hd = c.HeadDim;
         for (int t = 0; t < n; t++)
         {
             Embed(tokens[t], s.Hidden.AsSpan(t * d, d));
@@ -178,29 +178,7 @@ public abstract class MoeModel
         {
             var l = Layers[i];
             Attention(i, l, s, p0, n, team);
-            Experts.AfterAttention(i, hidden[..(n * d)], n);
-            if (Observer is { } attnObserver)
-                for (int t = 0; t < n; t++) attnObserver.OnTensor("attn_residual", i, p0 + t, hidden.Slice(t * d, d));
-
-            NormRows(s.Hidden, l.FfnNorm, s.Normed, n, d);
-            s.HiddenAct.Load(s.Normed.AsSpan(0, n * d), n);
-            MatMul.Run(l.Router, s.HiddenAct, s.RouterLogits.AsSpan(0, n * e), team);
-            for (int t = 0; t < n; t++)
-            {
-                var ids = s.ExpertIds.AsSpan(t * k, k);
-                var weights = s.ExpertWeights.AsSpan(t * k, k);
-                var router = s.RouterLogits.AsSpan(t * e, e);
-                Route(i, router, ids, weights);
-                Observer?.OnRouting(i, p0 + t, router, ids, weights);
-                Experts.ObserveRouting(i, router);
-            }
-            var moeOut = s.MoeOut.AsSpan(0, n * d);
-            moeOut.Clear();
-            Experts.RunBatch(i, s.ExpertIds.AsSpan(0, n * k), s.ExpertWeights.AsSpan(0, n * k), s.HiddenAct, moeOut, s.Expert, team);
-            AddSharedExpert(l, s, n, team);
-            if (Observer is { } moeObserver)
-                for (int t = 0; t < n; t++) moeObserver.OnTensor("moe_out", i, p0 + t, moeOut.Slice(t * d, d));
-            ElementOps.Add(hidden, moeOut);
+            FeedForward(i, l, s, n, p0, null, team);
         }
         s.Position = p0 + n;
         if (logits.IsEmpty) return;
@@ -233,7 +211,7 @@ public abstract class MoeModel
     {
         ArgumentNullException.ThrowIfNull(batch);
         var c = Config;
-        int n = states.Length, vocab = c.VocabSize, d = c.HiddenSize, hd = c.HeadDim, k = c.NumExpertsUsed, e = c.NumExperts;
+        int n = states.Length, vocab = c.VocabSize, d = c.HiddenSize, hd = c.HeadDim;
         if (n == 0) throw new ArgumentException("no sequences given", nameof(states));
         if (tokens.Length != n) throw new ArgumentException($"{tokens.Length} tokens for {n} sequences", nameof(tokens));
         if (n > batch.MaxSequences) throw new ArgumentException($"{n} sequences exceed the batch of {batch.MaxSequences}", nameof(states));
@@ -255,40 +233,52 @@ public abstract class MoeModel
             Embed(tokens[b], s.Hidden.AsSpan(b * d, d));
             Rope.CosSin(states[b].Position, c.RopeTheta, hd, s.CosSin.AsSpan(b * hd, hd));
         }
-        var hidden = s.Hidden.AsSpan(0, n * d);
         for (int i = 0; i < Layers.Length; i++)
         {
             var l = Layers[i];
             StepAttention(i, l, batch, states, n, team);
-            Experts.AfterAttention(i, hidden, n);
-            if (Observer is { } attnObserver)
-                for (int b = 0; b < n; b++) attnObserver.OnTensor("attn_residual", i, batch.Positions[b], hidden.Slice(b * d, d));
-
-            NormRows(s.Hidden, l.FfnNorm, s.Normed, n, d);
-            s.HiddenAct.Load(s.Normed.AsSpan(0, n * d), n);
-            MatMul.Run(l.Router, s.HiddenAct, s.RouterLogits.AsSpan(0, n * e), team);
-            for (int b = 0; b < n; b++)
-            {
-                var ids = s.ExpertIds.AsSpan(b * k, k);
-                var weights = s.ExpertWeights.AsSpan(b * k, k);
-                var router = s.RouterLogits.AsSpan(b * e, e);
-                Route(i, router, ids, weights);
-                Observer?.OnRouting(i, batch.Positions[b], router, ids, weights);
-                Experts.ObserveRouting(i, router);
-            }
-            var moeOut = s.MoeOut.AsSpan(0, n * d);
-            moeOut.Clear();
-            Experts.RunBatch(i, s.ExpertIds.AsSpan(0, n * k), s.ExpertWeights.AsSpan(0, n * k), s.HiddenAct, moeOut, s.Expert, team);
-            AddSharedExpert(l, s, n, team);
-            if (Observer is { } moeObserver)
-                for (int b = 0; b < n; b++) moeObserver.OnTensor("moe_out", i, batch.Positions[b], moeOut.Slice(b * d, d));
-            ElementOps.Add(hidden, moeOut);
+            FeedForward(i, l, s, n, 0, batch.Positions, team);
         }
         for (int b = 0; b < n; b++) states[b].Position = batch.Positions[b] + 1;
         if (logits.IsEmpty) return;
         NormRows(s.Hidden, _outputNorm, s.Normed, n, d);
         s.HiddenAct.Load(s.Normed.AsSpan(0, n * d), n);
         MatMul.Run(_output, s.HiddenAct, logits, team);
+    }
+
+    // The second half of a layer for n rows of s after attention: prefetch hook, FFN norm, router and top-k per row,
+    // the routed experts over all rows, the shared expert, then the residual add. A row's position is positions[t], or
+    // firstPosition + t without positions (one sequence).
+    private void FeedForward(int layer, Layer l, InferenceState s, int n, int firstPosition, int[]? positions, WorkerTeam? team)
+    {
+        var c = Config;
+        int d = c.HiddenSize, k = c.NumExpertsUsed, e = c.NumExperts;
+        var hidden = s.Hidden.AsSpan(0, n * d);
+        Experts.AfterAttention(layer, hidden, n);
+        if (Observer is { } attnObserver)
+            for (int t = 0; t < n; t++) attnObserver.OnTensor("attn_residual", layer, PositionOf(t), hidden.Slice(t * d, d));
+
+        NormRows(s.Hidden, l.FfnNorm, s.Normed, n, d);
+        s.HiddenAct.Load(s.Normed.AsSpan(0, n * d), n);
+        MatMul.Run(l.Router, s.HiddenAct, s.RouterLogits.AsSpan(0, n * e), team);
+        for (int t = 0; t < n; t++)
+        {
+            var ids = s.ExpertIds.AsSpan(t * k, k);
+            var weights = s.ExpertWeights.AsSpan(t * k, k);
+            var router = s.RouterLogits.AsSpan(t * e, e);
+            Route(layer, router, ids, weights);
+            Observer?.OnRouting(layer, PositionOf(t), router, ids, weights);
+            Experts.ObserveRouting(layer, router);
+        }
+        var moeOut = s.MoeOut.AsSpan(0, n * d);
+        moeOut.Clear();
+        Experts.RunBatch(layer, s.ExpertIds.AsSpan(0, n * k), s.ExpertWeights.AsSpan(0, n * k), s.HiddenAct, moeOut, s.Expert, team);
+        AddSharedExpert(l, s, n, team);
+        if (Observer is { } moeObserver)
+            for (int t = 0; t < n; t++) moeObserver.OnTensor("moe_out", layer, PositionOf(t), moeOut.Slice(t * d, d));
+        ElementOps.Add(hidden, moeOut);
+
+        int PositionOf(int t) => positions is null ? firstPosition + t : positions[t];
     }
 
     // Attention of a decode step: projections over the batch's rows, each row's k/v appended to its own sequence's cache,
