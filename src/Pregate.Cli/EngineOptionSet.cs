@@ -25,9 +25,18 @@ internal sealed class EngineOptionSet
     public readonly Option<string> OnMiss = new("--on-miss")
     {
         Description = "what an offloaded run does with an expert that is neither cached nor loading: load (read it into a cache slot, " +
-                      "the default), compute (compute it in place from the memory-mapped file, without caching it), or auto (per expert, " +
-                      "whichever a cost model of disk and page-cache reads finds cheaper)",
+                      "the default), compute (compute it in place from the memory-mapped file, without caching it), auto (per expert, " +
+                      "whichever a cost model of disk and page-cache reads finds cheaper), or low-precision (an expert weighted below " +
+                      "--low-precision-below is computed from its low-precision copy, see quantize --dual, and the rest load; the one " +
+                      "mode whose outputs differ from resident)",
         DefaultValueFactory = _ => "load",
+    };
+
+    public readonly Option<float> LowPrecisionBelow = new("--low-precision-below")
+    {
+        Description = string.Create(CultureInfo.InvariantCulture,
+            $"with --on-miss low-precision: the routing weight (after the model's normalisation) below which a missed expert is computed from its low-precision copy; in a prefill block only when every token routed to it weighs it below (default {MissPolicies.DefaultLowPrecisionBelow})"),
+        DefaultValueFactory = _ => MissPolicies.DefaultLowPrecisionBelow,
     };
 
     public readonly Option<string?> Predictor = new("--predictor")
@@ -49,7 +58,7 @@ internal sealed class EngineOptionSet
 
     public void AddTo(Command c)
     {
-        foreach (var o in new Option[] { Model, Threads, Context, ExpertMemory, Cache, OnMiss, Predictor, PredictorFile, Lookahead, PredictExtra, Backend }) c.Options.Add(o);
+        foreach (var o in new Option[] { Model, Threads, Context, ExpertMemory, Cache, OnMiss, LowPrecisionBelow, Predictor, PredictorFile, Lookahead, PredictExtra, Backend }) c.Options.Add(o);
     }
 
     public string ModelPath(ParseResult p) => p.GetValue(Model) ?? DefaultModel.Require();
@@ -70,7 +79,11 @@ internal sealed class EngineOptionSet
         }
         if (!EvictionPolicy.TryParse(cache, out var policy)) throw new UserException($"--cache must be lru, lfu or score, not '{cache}'");
         string onMiss = p.GetValue(OnMiss)!;
-        if (!MissPolicies.TryParse(onMiss, out var missPolicy)) throw new UserException($"--on-miss must be load, compute or auto, not '{onMiss}'");
+        if (!MissPolicies.TryParse(onMiss, out var missPolicy)) throw new UserException($"--on-miss must be load, compute, auto or low-precision, not '{onMiss}'");
+        float lowBelow = p.GetValue(LowPrecisionBelow);
+        if (!float.IsFinite(lowBelow) || lowBelow < 0) throw new UserException($"--low-precision-below must be a routing weight of at least 0, not {lowBelow}");
+        if (p.GetResult(LowPrecisionBelow) is { Implicit: false } && missPolicy != MissPolicy.LowPrecision)
+            throw new UserException("--low-precision-below goes with --on-miss low-precision");
         PredictorKind? predictor = null;
         if (p.GetValue(Predictor) is string name)
         {
@@ -82,7 +95,7 @@ internal sealed class EngineOptionSet
         return new EngineOptions
         {
             Backend = backend == "cuda" ? CreateCudaEngine : null,
-            Threads = p.GetValue(Threads), Context = p.GetValue(Context), ExpertMemory = memory, CachePolicy = policy, OnMiss = missPolicy,
+            Threads = p.GetValue(Threads), Context = p.GetValue(Context), ExpertMemory = memory, CachePolicy = policy, OnMiss = missPolicy, LowPrecisionBelow = lowBelow,
             Predictor = predictor, PredictorFile = p.GetValue(PredictorFile), Lookahead = p.GetValue(Lookahead), PredictExtra = p.GetValue(PredictExtra),
         };
     }
@@ -122,8 +135,12 @@ internal sealed class EngineOptionSet
             ? string.Create(CultureInfo.InvariantCulture, $", prefetches {s.Cache.PrefetchHits} used / {s.Cache.PrefetchesWasted} wasted, prediction recall {r * 100:0.0}%")
             : "";
         string inPlace = s.ComputedInPlace == 0 ? "" : $", {s.ComputedInPlace} computed in place ({ByteSize.Format(s.ComputedInPlaceBytes)} from the map)";
+        string low = placement.LowPrecisionType is not { } type ? "" : string.Create(CultureInfo.InvariantCulture,
+            $", {s.ComputedLowPrecision} of {s.ExpertUses} routed experts ({s.LowPrecisionShare * 100:0.0}%) from {Core.DTypes.Name(type)} copies " +
+            $"({ByteSize.Format(s.ComputedLowPrecisionBytes)} from the map)");
+        string total = s.ComputedInPlaceBytes + s.ComputedLowPrecisionBytes == 0 ? "" : $", {ByteSize.Format((long)s.ExpertBytesPerToken)}/token in all";
         return string.Create(CultureInfo.InvariantCulture,
             $"experts: {s.HitRate * 100:0.0}% hits ({s.Misses} misses of {uses} uses over {s.Tokens} tokens), {ByteSize.Format(s.BytesRead)} read " +
-            $"({ByteSize.Format((long)s.BytesPerToken)}/token), stall {s.StallMsPerToken:0.00} ms/token, I/O busy {s.IoBusyFraction * 100:0}%{inPlace}{prediction}");
+            $"({ByteSize.Format((long)s.BytesPerToken)}/token), stall {s.StallMsPerToken:0.00} ms/token, I/O busy {s.IoBusyFraction * 100:0}%{inPlace}{low}{total}{prediction}");
     }
 }

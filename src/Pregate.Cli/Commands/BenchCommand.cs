@@ -294,7 +294,12 @@ internal static class BenchCommand
                 Number("io_busy_fraction", off ? experts.IoBusyFraction : null);
                 Number("stall_ms_per_token", off ? experts.StallMsPerToken : null);
                 Number("bytes_read_per_token", off ? experts.BytesPerToken : null);
-                Number("expert_bytes_read_per_token", off ? experts.BytesPerToken : null);
+                Number("expert_bytes_read_per_token", off ? experts.ExpertBytesPerToken : null);
+                Number("computed_in_place", off ? experts.ComputedInPlace : null);
+                Number("computed_in_place_bytes", off ? experts.ComputedInPlaceBytes : null);
+                Number("low_precision_experts", off ? experts.ComputedLowPrecision : null);
+                Number("low_precision_bytes", off ? experts.ComputedLowPrecisionBytes : null);
+                Number("low_precision_share", off ? experts.LowPrecisionShare : null);
                 if (_peakRss is long rss) w.WriteNumber("peak_rss_bytes", rss);
                 else w.WriteNull("peak_rss_bytes");
                 var placement = session.ExpertPlacement;
@@ -306,6 +311,12 @@ internal static class BenchCommand
                 {
                     w.WriteString("cache_policy", placement.Policy.ToString().ToLowerInvariant());
                     w.WriteString("predictor", placement.Predictor);
+                    w.WriteString("on_miss", MissPolicies.Name(placement.OnMiss));
+                    if (placement.LowPrecisionType is { } lowType)
+                    {
+                        w.WriteString("low_precision_type", Core.DTypes.Name(lowType));
+                        w.WriteNumber("low_precision_below", placement.LowPrecisionBelow);
+                    }
                     w.WriteNumber("slots", placement.SlotCount);
                     w.WriteBoolean("direct_io", placement.DirectIo);
                 }

@@ -1,7 +1,9 @@
-// `pregate eval`: perplexity on a text and the routing statistics that decide how well caching and prediction can work.
+// `pregate eval`: perplexity on a text and the routing statistics that decide how well caching and prediction can work;
+// with offloaded experts also the expert figures of the run (bytes read, experts computed from low-precision copies).
 using System.CommandLine;
 using System.Globalization;
 using Pregate.Engine;
+using Pregate.Experts;
 
 namespace Pregate.Cli.Commands;
 
@@ -26,13 +28,14 @@ internal static class EvalCommand
             if (!File.Exists(path)) throw new UserException($"{path}: no such file");
             var lru = LogitsCommand.ParseTokens(p.GetValue(slots)!);
             if (lru.Count == 0 || lru.Any(x => x < 1)) throw new UserException("--lru-slots must be positive integers");
-            using var session = engine.Open(p);
+            using var session = engine.Open(p, stderr);
             RoutingReport r;
             try { r = RoutingAnalysis.Run(session, File.ReadAllText(path), p.GetValue(maxTokens), p.GetValue(window), lru, new Progress<string>(m => stderr.WriteLine(m))); }
             catch (ArgumentException e) { throw new UserException(e.Message); }
             int k = session.Config.NumExpertsUsed;
             var inv = CultureInfo.InvariantCulture;
             stdout.WriteLine(string.Create(inv, $"tokens {r.Tokens}, perplexity {r.Perplexity:0.00} ({r.NllPerToken:0.0000} nats/token)"));
+            if (session.ExpertPlacement.Offloaded) stdout.WriteLine(EngineOptionSet.DescribeStats(session.ExpertPlacement, session.ExpertStats));
             stdout.WriteLine($"| layer | reuse t-1 | load max/mean | load entropy | next-gate top-{k} | top-{k + 1} | " + string.Join(" | ", lru.Select(x => $"LRU {x}")) + " |");
             stdout.WriteLine("|---|---|---|---|---|---|" + string.Concat(lru.Select(_ => "---|")));
             foreach (var l in r.Layers)
@@ -44,7 +47,10 @@ internal static class EvalCommand
                 if (!File.Exists(refPath) && !Directory.Exists(refPath)) throw new UserException($"{refPath}: no such reference model");
                 using var refSession = OpenReference(engine, p, refPath);
                 RoutingComparisonReport cmp;
-                try { cmp = RoutingComparison.Run(session, refSession, File.ReadAllText(path), p.GetValue(maxTokens), p.GetValue(window), new Progress<string>(m => stderr.WriteLine(m))); }
+                // Low-precision misses are decided per token in decode steps but per expert group in a prefill block, so the model
+                // runs token by token here, as the perplexity pass does.
+                bool stepwise = session.ExpertPlacement is { Offloaded: true, OnMiss: MissPolicy.LowPrecision };
+                try { cmp = RoutingComparison.Run(session, refSession, File.ReadAllText(path), p.GetValue(maxTokens), p.GetValue(window), new Progress<string>(m => stderr.WriteLine(m)), stepwise); }
                 catch (ArgumentException e) { throw new UserException(e.Message); }
                 stdout.WriteLine(string.Create(inv, $"against {refPath} on {cmp.Tokens} tokens: top-{k} routing agreement {cmp.MeanAgreement:P2} (mean over layers), greedy next token changed at {cmp.GreedyChangeRate:P2} of positions"));
                 stdout.WriteLine("| layer | top-k agreement |");
@@ -57,9 +63,13 @@ internal static class EvalCommand
         return cmd;
     }
 
+    // The reference runs with the model's engine options, except that it loads its misses at full precision: low precision
+    // is what the comparison measures, and the reference (e.g. the unquantized original) has no copies.
     private static ModelSession OpenReference(EngineOptionSet engine, ParseResult p, string path)
     {
-        try { return ModelSession.Open(path, engine.Options(p)); }
+        var o = engine.Options(p);
+        if (o.OnMiss == MissPolicy.LowPrecision) o = o with { OnMiss = MissPolicy.Load };
+        try { return ModelSession.Open(path, o); }
         catch (ArgumentException e) { throw new UserException(e.Message); }
     }
 

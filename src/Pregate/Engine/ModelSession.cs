@@ -35,6 +35,12 @@ public sealed record EngineOptions
     public MissPolicy OnMiss { get; init; } = MissPolicy.Load;
 
     /// <summary>
+    /// With <see cref="MissPolicy.LowPrecision"/>: a missed expert whose routing weight (after the model's normalisation) is
+    /// below this is computed from its low-precision copy (see <see cref="OffloadOptions.LowPrecisionBelow"/>).
+    /// </summary>
+    public float LowPrecisionBelow { get; init; } = MissPolicies.DefaultLowPrecisionBelow;
+
+    /// <summary>
     /// True (the default): a budget of at least all routed-expert bytes means resident, as <c>all</c> does (the page cache
     /// then holds at most what the budget allows). False keeps offloading with a slot for every expert (to measure the cache).
     /// </summary>
@@ -70,6 +76,8 @@ public sealed record EngineOptions
         if (Context is int c && c < 1) throw new ArgumentException($"context must be at least 1 token, not {c}");
         if (Lookahead is < 1 or > 2) throw new ArgumentException($"lookahead must be 1 or 2, not {Lookahead}");
         if (PredictExtra < 0) throw new ArgumentException($"predict-extra must be at least 0, not {PredictExtra}");
+        if (!float.IsFinite(LowPrecisionBelow) || LowPrecisionBelow < 0)
+            throw new ArgumentException($"low-precision-below must be a routing weight of at least 0, not {LowPrecisionBelow}");
         if (Predictor == PredictorKind.Oracle && OracleTrace is null)
             throw new ArgumentException("the oracle predictor replays the routing of an identical earlier run: only pregate bench records one; use none, next-gate or pregate");
     }
@@ -84,6 +92,8 @@ public sealed record EngineOptions
 /// <param name="DirectIo">Offloaded reads bypass the page cache (O_DIRECT).</param>
 /// <param name="OnMiss">What an offloaded run does with a missed expert.</param>
 /// <param name="BudgetCoversAll">Resident because the budget given (<see cref="BudgetBytes"/>) covers every routed expert.</param>
+/// <param name="LowPrecisionType">With <see cref="MissPolicy.LowPrecision"/>: the type of the copies missed experts are computed from.</param>
+/// <param name="LowPrecisionBelow">With <see cref="MissPolicy.LowPrecision"/>: the routing weight below which they are.</param>
 public sealed record ExpertPlacement(
     bool Offloaded,
     bool Automatic,
@@ -96,18 +106,22 @@ public sealed record ExpertPlacement(
     long? AvailableBytes,
     string Predictor = "none",
     MissPolicy OnMiss = MissPolicy.Load,
-    bool BudgetCoversAll = false)
+    bool BudgetCoversAll = false,
+    DType? LowPrecisionType = null,
+    float LowPrecisionBelow = 0)
 {
     /// <summary>
     /// One line: "experts: resident (all 588 MiB mapped)", "experts: resident (all 588 MiB mapped; budget 1 GiB covers every
     /// expert)" or "experts: offloaded, budget 200 MiB (21 slots of 9.19 MiB), policy score, predictor next-gate, O_DIRECT on"
-    /// (", on miss compute|auto" when not load).
+    /// (", on miss compute|auto" when not load; ", on miss low-precision (q4_0 copies below weight 0.3)").
     /// </summary>
     public string Describe()
     {
         string chosen = Automatic && AvailableBytes is long a ? $"; chosen for {ByteSize.Format(a)} available" : "";
         string covers = BudgetCoversAll ? $"; budget {ByteSize.Format(BudgetBytes)} covers every expert" : "";
         string miss = OnMiss == MissPolicy.Load ? "" : $", on miss {MissPolicies.Name(OnMiss)}";
+        if (LowPrecisionType is DType low)
+            miss += string.Create(System.Globalization.CultureInfo.InvariantCulture, $" ({DTypes.Name(low)} copies below weight {LowPrecisionBelow:0.###})");
         return Offloaded
             ? $"experts: offloaded, budget {ByteSize.Format(BudgetBytes)} ({SlotCount} slots of {ByteSize.Format(SlotBytes)}), " +
               $"policy {Policy.ToString().ToLowerInvariant()}, predictor {Predictor}{miss}, O_DIRECT {(DirectIo ? "on" : "off")}{chosen}"
@@ -184,6 +198,8 @@ public sealed class ModelSession : IDisposable
         bool automatic = o.ExpertMemory is null;
         long? available = automatic ? SystemMemory.AvailableBytes() : null;
         var resident = new ExpertPlacement(false, automatic, summary.ExpertBytes, summary.ExpertBytes, 0, 0, o.CachePolicy, false, available);
+        // Asked for low precision on a file without copies: say so even where the experts end up resident.
+        if (o.OnMiss == MissPolicy.LowPrecision) OffloadedExperts.LowPrecisionCopyType(ck, summary.ExpertBytes);
         if (o.ExpertMemory is { IsResident: true }) return (resident, null);
         if (automatic && ExpertMemory.Automatic(summary.TotalBytes, 0, available, 0).IsResident) return (resident, null);
 
@@ -206,10 +222,10 @@ public sealed class ModelSession : IDisposable
         var runner = new OffloadedExperts(ck, layout, new OffloadOptions
         {
             BudgetBytes = budget, Policy = o.CachePolicy, Predictor = predictor, Lookahead = o.Lookahead, PredictExtra = o.PredictExtra,
-            OnMiss = o.OnMiss,
+            OnMiss = o.OnMiss, LowPrecisionBelow = o.LowPrecisionBelow,
         });
         return (new ExpertPlacement(true, automatic, layout.TotalBytes, budget, runner.SlotCount, runner.SlotBytes, o.CachePolicy, runner.DirectIo,
-            available, predictorName, o.OnMiss), runner);
+            available, predictorName, o.OnMiss, LowPrecisionType: runner.LowPrecisionType, LowPrecisionBelow: runner.LowPrecisionBelow), runner);
     }
 
     // The predictor asked for; by default the calibrated one when its file sits next to the model, else next-gate.

@@ -12,10 +12,12 @@ public static class RoutingComparison
 {
     /// <summary>
     /// Runs both models on the first <paramref name="maxTokens"/> tokens of <paramref name="text"/> (tokenized by
-    /// <paramref name="model"/>'s tokenizer), in windows of <paramref name="window"/> tokens from an empty cache.
+    /// <paramref name="model"/>'s tokenizer), in windows of <paramref name="window"/> tokens from an empty cache; each window
+    /// as one prefill, or for <paramref name="model"/> token by token (decode steps) when <paramref name="stepwise"/>.
     /// </summary>
     /// <exception cref="ArgumentException">The models differ in vocabulary, layers or top-k, or the text has no token.</exception>
-    public static RoutingComparisonReport Run(ModelSession model, ModelSession reference, string text, int maxTokens, int window, IProgress<string>? progress = null)
+    public static RoutingComparisonReport Run(ModelSession model, ModelSession reference, string text, int maxTokens, int window, IProgress<string>? progress = null,
+        bool stepwise = false)
     {
         var c = model.Config;
         var r = reference.Config;
@@ -29,8 +31,8 @@ public static class RoutingComparison
         for (int start = 0; start < ids.Length; start += window)
         {
             var block = ids.AsSpan(start, Math.Min(window, ids.Length - start));
-            var (routesA, logitsA) = RunWindow(model, block);
-            var (routesB, logitsB) = RunWindow(reference, block);
+            var (routesA, logitsA) = RunWindow(model, block, stepwise);
+            var (routesB, logitsB) = RunWindow(reference, block, stepwise: false);
             int k = c.NumExpertsUsed, v = c.VocabSize;
             for (int t = 0; t < block.Length; t++)
             {
@@ -45,7 +47,7 @@ public static class RoutingComparison
     }
 
     // All-position logits [n, V] and, per layer, each token's chosen experts sorted ascending [n, k].
-    private static (int[][] Routes, float[] Logits) RunWindow(ModelSession s, ReadOnlySpan<int> tokens)
+    private static (int[][] Routes, float[] Logits) RunWindow(ModelSession s, ReadOnlySpan<int> tokens, bool stepwise)
     {
         var c = s.Config;
         var rec = new Recorder(c.NumLayers, tokens.Length, c.NumExpertsUsed);
@@ -55,7 +57,9 @@ public static class RoutingComparison
         {
             s.Model.Observer = rec;
             s.State.Reset();
-            s.Model.Forward(s.State, tokens, logits, allPositions: true, s.Team);
+            if (!stepwise) s.Model.Forward(s.State, tokens, logits, allPositions: true, s.Team);
+            else
+                for (int t = 0; t < tokens.Length; t++) s.Model.Forward(s.State, tokens[t], logits.AsSpan(t * c.VocabSize, c.VocabSize), s.Team);
         }
         finally
         {

@@ -52,6 +52,25 @@ public readonly record struct ExpertStats(long Tokens, ExpertCacheStats Cache, T
     /// <summary>Bytes of the experts counted in <see cref="ComputedInPlace"/> (read through the memory map, not by the loader).</summary>
     public long ComputedInPlaceBytes { get; init; }
 
+    /// <summary>Missed experts computed from their low-precision copies (<c>--on-miss low-precision</c>); not cache hits or misses.</summary>
+    public long ComputedLowPrecision { get; init; }
+
+    /// <summary>Bytes of the low-precision copies counted in <see cref="ComputedLowPrecision"/> (read through the memory map).</summary>
+    public long ComputedLowPrecisionBytes { get; init; }
+
+    /// <summary>Routed-expert uses: cache hits and misses, experts computed in place and from low-precision copies.</summary>
+    public long ExpertUses => Cache.Hits + Cache.Misses + ComputedInPlace + ComputedLowPrecision;
+
+    /// <summary><see cref="ComputedLowPrecision"/> / <see cref="ExpertUses"/>; 0 when no expert was used.</summary>
+    public double LowPrecisionShare => ExpertUses == 0 ? 0 : (double)ComputedLowPrecision / ExpertUses;
+
+    /// <summary>
+    /// Expert bytes per token from every source: (<see cref="BytesRead"/> + <see cref="ComputedInPlaceBytes"/> +
+    /// <see cref="ComputedLowPrecisionBytes"/>) / <see cref="Tokens"/>, 0 without tokens. The bytes computed through the
+    /// memory map count as read (an upper bound: pages already in the page cache cost no disk read).
+    /// </summary>
+    public double ExpertBytesPerToken => Tokens == 0 ? 0 : (double)(Cache.BytesRead + ComputedInPlaceBytes + ComputedLowPrecisionBytes) / Tokens;
+
     /// <summary>Counter-wise difference: the figures between snapshot <paramref name="b"/> and the later <paramref name="a"/>.</summary>
     public static ExpertStats operator -(ExpertStats a, ExpertStats b)
     {
@@ -62,6 +81,8 @@ public readonly record struct ExpertStats(long Tokens, ExpertCacheStats Cache, T
             a.PredictionHits - b.PredictionHits, a.PredictionGuesses - b.PredictionGuesses, layers)
         {
             ComputedInPlace = a.ComputedInPlace - b.ComputedInPlace, ComputedInPlaceBytes = a.ComputedInPlaceBytes - b.ComputedInPlaceBytes,
+            ComputedLowPrecision = a.ComputedLowPrecision - b.ComputedLowPrecision,
+            ComputedLowPrecisionBytes = a.ComputedLowPrecisionBytes - b.ComputedLowPrecisionBytes,
         };
     }
 }

@@ -1,7 +1,8 @@
 // Routed experts kept in the model files and brought into a byte-budgeted RAM slot cache by the expert loader (O_DIRECT
 // reads), computed with the same SwiGLU kernels and accumulation order as the resident runner. Run-time correction as in
 // ExpertFlow: experts already cached are computed first while the missing ones load (dvmazur/mixtral-offloading's cache);
-// a miss may instead be computed in place from the memory map (--on-miss compute|auto, MissCostModel).
+// a miss may instead be computed in place from the memory map (--on-miss compute|auto, MissCostModel), or, when its routing
+// weight is small, from a low-precision copy of the expert (--on-miss low-precision; HOBBIT, Tang et al. 2024).
 using System.Diagnostics;
 using Pregate.Core;
 using Pregate.Experts.Prediction;
@@ -36,6 +37,12 @@ public sealed record OffloadOptions
 
     /// <summary>What to do with an expert that is neither cached nor loading when its layer runs (see <see cref="MissPolicy"/>).</summary>
     public MissPolicy OnMiss { get; init; } = MissPolicy.Load;
+
+    /// <summary>
+    /// With <see cref="MissPolicy.LowPrecision"/>: a missed expert whose routing weight (after the model's normalisation) is
+    /// below this is computed from its low-precision copy. 0 substitutes nothing; above 1 every missed expert.
+    /// </summary>
+    public float LowPrecisionBelow { get; init; } = MissPolicies.DefaultLowPrecisionBelow;
 }
 
 /// <summary>
@@ -45,7 +52,10 @@ public sealed record OffloadOptions
 /// <see cref="ResidentExperts"/>. With <see cref="MissPolicy.Load"/> the expert ranges are never read through the
 /// checkpoint's memory map; with <see cref="MissPolicy.Compute"/> or <see cref="MissPolicy.Auto"/> a missed expert may be
 /// computed in place from the map instead (the same pointers the resident runner uses, so the same bits), never entering
-/// the cache, after the cached experts and while the loads run. Construction
+/// the cache, after the cached experts and while the loads run. With <see cref="MissPolicy.LowPrecision"/> a missed expert
+/// whose routing weight is below <see cref="LowPrecisionBelow"/> is computed the same way from its low-precision copy (the
+/// smallest of the checkpoint's <see cref="Checkpoint.ExpertCopyTypes"/>): in a block (prefill, a batched decode step) only
+/// when every token routed to it in the block weighs it below the threshold. Only then may results differ. Construction
 /// advises the kernel not to read ahead around the resident tensors (do it before the model reads any weight, as
 /// <c>ModelSession</c> does). One sequence at a time: <see cref="Run"/> is not reentrant. Dispose to stop the I/O threads
 /// and free the slots.
@@ -85,6 +95,13 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
     private bool[] _blockInPlace = [];          // [distinct experts of a block]
     private ExpertKey[] _requests = [];         // the keys of a call that the loader serves
     private long _computedInPlace, _computedInPlaceBytes;
+    private readonly MissCostModel? _lowCopies;      // map ranges of every expert's low-precision copy (LowPrecision only)
+    private readonly ExpertLayout? _lowLayout;       // file ranges of the same copies
+    private readonly MatrixShape[] _lowShapes = [];  // like _shapes, for the copies
+    private readonly bool[] _lowPrecision = [];      // [k] computed from its low-precision copy in this call
+    private bool[] _blockLowPrecision = [];          // [distinct experts of a block]
+    private float[] _groupWeight = [];               // [distinct experts of a block] the largest weight of its tokens
+    private long _computedLowPrecision, _computedLowPrecisionBytes;
 
     /// <summary>Offloads the routed experts of <paramref name="ck"/> (see <see cref="LayoutOf"/>).</summary>
     /// <exception cref="ArgumentException">The budget buys fewer slots than the experts one layer uses (the message names the minimum).</exception>
@@ -94,7 +111,9 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
     }
 
     /// <summary>Offloads the routed experts of <paramref name="ck"/> described by <paramref name="layout"/> (from <see cref="LayoutOf"/>).</summary>
-    /// <exception cref="ArgumentException">The layout does not fit the model, or the budget is below <see cref="MinimumBudgetBytes"/>.</exception>
+    /// <exception cref="ArgumentException">The layout does not fit the model, or the budget is below <see cref="MinimumBudgetBytes"/>, or
+    /// <see cref="MissPolicy.LowPrecision"/> is asked for without usable copies (see <see cref="LowPrecisionCopyType"/>).</exception>
+    /// <exception cref="ModelFormatException">A low-precision copy is malformed (the message names the tensor).</exception>
     public OffloadedExperts(Checkpoint ck, ExpertLayout layout, OffloadOptions options)
     {
         ArgumentNullException.ThrowIfNull(ck);
@@ -121,6 +140,36 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
                 }
         _missCost = new MissCostModel(c.NumLayers, c.NumExperts, PartRoles.Length, mapPointers, mapLengths);
         OnMiss = options.OnMiss;
+        if (OnMiss == MissPolicy.LowPrecision)
+        {
+            if (!float.IsFinite(options.LowPrecisionBelow) || options.LowPrecisionBelow < 0)
+                throw new ArgumentException($"the low-precision threshold must be a weight of at least 0, not {options.LowPrecisionBelow}", nameof(options));
+            LowPrecisionBelow = options.LowPrecisionBelow;
+            DType type = LowPrecisionCopyType(ck, layout.TotalBytes);
+            LowPrecisionType = type;
+            _lowShapes = new MatrixShape[_shapes.Length];
+            var lowPointers = new nint[_shapes.Length];
+            var lowLengths = new long[_shapes.Length];
+            var lowExtents = new ExpertExtent[checked(c.NumLayers * c.NumExperts)];
+            for (int l = 0; l < c.NumLayers; l++)
+                for (int e = 0; e < c.NumExperts; e++)
+                {
+                    var parts = new ExpertPart[PartRoles.Length];
+                    for (int p = 0; p < PartRoles.Length; p++)
+                    {
+                        var v = ck.GetExpertCopy(PartRoles[p], l, e, type);
+                        int at = (l * c.NumExperts + e) * PartRoles.Length + p;
+                        _lowShapes[at] = _shapes[at] with { Type = v.Type };
+                        (lowPointers[at], lowLengths[at]) = (v.Pointer, v.ByteLength);
+                        var (file, offset) = ck.Locate(v);
+                        parts[p] = new ExpertPart(file, offset, v.ByteLength);
+                    }
+                    lowExtents[l * c.NumExperts + e] = new ExpertExtent(parts);
+                }
+            _lowCopies = new MissCostModel(c.NumLayers, c.NumExperts, PartRoles.Length, lowPointers, lowLengths);
+            _lowLayout = new ExpertLayout(c.NumLayers, c.NumExperts, lowExtents);
+            _lowCopies.AdviseRandom(); // a fault in one copy must not read its neighbours: WILLNEED reads exactly what is used
+        }
         DirectIo = options.Loader.AllowDirectIo && layout.Files.All(f =>
         {
             using var probe = new DirectFileReader(f, allowDirect: true);
@@ -143,6 +192,7 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
         _done = new bool[topK];
         _inPlace = new bool[topK];
         _inPlaceCold = new bool[topK];
+        _lowPrecision = new bool[topK];
         _early = new float[topK][];
         for (int j = 0; j < topK; j++) _early[j] = new float[c.HiddenSize];
         _predictor = options.Predictor;
@@ -221,6 +271,35 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
         return new ExpertLayout(c.NumLayers, c.NumExperts, extents);
     }
 
+    /// <summary>
+    /// The copy <see cref="MissPolicy.LowPrecision"/> computes missed experts from: of the checkpoint's
+    /// <see cref="Checkpoint.ExpertCopyTypes"/>, the one with the fewest bytes per weight (the first stored among equals),
+    /// which must take fewer bytes than the main experts (<paramref name="expertBytes"/>, Σ over all experts; 0 skips the check).
+    /// </summary>
+    /// <exception cref="ArgumentException">The checkpoint has no copies, or none smaller than its experts (the message names the
+    /// file and how to write one).</exception>
+    /// <exception cref="ModelFormatException">The chosen copy is missing for some expert tensor, or has a wrong shape or type.</exception>
+    public static DType LowPrecisionCopyType(Checkpoint ck, long expertBytes = 0)
+    {
+        ArgumentNullException.ThrowIfNull(ck);
+        const string how = "pregate quantize --model ORIGINAL --out OUT.gguf --type MAIN --dual MAIN,LOW (e.g. --type q8_0 --dual q8_0,q4_0)";
+        if (ck.ExpertCopyTypes.Count == 0)
+            throw new ArgumentException($"--on-miss low-precision needs low-precision copies of the experts, and {ck.Path} has none; write a model with them: {how}");
+        DType type = ck.ExpertCopyTypes.OrderBy(t => (double)DTypes.BlockBytes(t) / DTypes.BlockSize(t)).First();
+        if (expertBytes > 0)
+        {
+            var c = ck.Config;
+            long copyBytes = 0;
+            for (int l = 0; l < c.NumLayers; l++)
+                foreach (var role in PartRoles)
+                    copyBytes += ck.GetExpertCopy(role, l, 0, type).ByteLength * c.NumExperts;
+            if (copyBytes >= expertBytes)
+                throw new ArgumentException($"the {DTypes.Name(type)} expert copies in {ck.Path} take {copyBytes} bytes, not fewer than the experts' {expertBytes}: " +
+                                            $"low precision would read more, not less; write a model with smaller copies: {how}");
+        }
+        return type;
+    }
+
     /// <summary>The smallest budget a model with this layout accepts: <paramref name="topK"/> slots (one layer's experts at once).</summary>
     public static long MinimumBudgetBytes(ExpertLayout layout, int topK)
     {
@@ -245,6 +324,12 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
     /// <summary>What a miss does: load into a slot, compute from the memory map, or choose by cost (<see cref="MissCostModel"/>).</summary>
     public MissPolicy OnMiss { get; }
 
+    /// <summary>With <see cref="MissPolicy.LowPrecision"/>: missed experts weighted below this are computed from their copies.</summary>
+    public float LowPrecisionBelow { get; }
+
+    /// <summary>The type of the copies <see cref="MissPolicy.LowPrecision"/> computes from; null under the other policies.</summary>
+    public DType? LowPrecisionType { get; }
+
     /// <summary>True when every expert file is read with O_DIRECT (bypassing the page cache).</summary>
     public bool DirectIo { get; }
 
@@ -260,6 +345,7 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
                 _predictionGuesses, layers)
             {
                 ComputedInPlace = _computedInPlace, ComputedInPlaceBytes = _computedInPlaceBytes,
+                ComputedLowPrecision = _computedLowPrecision, ComputedLowPrecisionBytes = _computedLowPrecisionBytes,
             };
         }
     }
@@ -295,7 +381,8 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
         for (int j = 0; j < n; j++) keys[j] = new ExpertKey(layer, ids[j]);
         var inPlace = _inPlace.AsSpan(0, n);
         var inPlaceCold = _inPlaceCold.AsSpan(0, n);
-        DecideMisses(keys, inPlace, inPlaceCold, [], 1);
+        var low = _lowPrecision.AsSpan(0, n);
+        DecideMisses(keys, weights, inPlace, low, inPlaceCold, [], 1);
         _loader.Request(LoaderKeys(keys, inPlace, n));
         if (_hasPrediction[layer])
         {
@@ -325,8 +412,8 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
             long start = Stopwatch.GetTimestamp();
             if (j >= 0 && inPlace[j])
             {
-                SwiGlu.Run(MapWeightsOf(keys[j]), x, scratch, team);
-                CountInPlace(keys[j], Stopwatch.GetElapsedTime(start), inPlaceCold[j]);
+                SwiGlu.Run(MapWeightsOf(keys[j], low[j]), x, scratch, team);
+                CountInPlace(keys[j], low[j], Stopwatch.GetElapsedTime(start), inPlaceCold[j]);
             }
             else
             {
@@ -370,6 +457,8 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
         if (_blockKeys.Length < count) _blockKeys = new ExpertKey[_expertCount];
         if (_blockDone.Length < count) _blockDone = new bool[_expertCount];
         if (_blockInPlace.Length < count) _blockInPlace = new bool[_expertCount];
+        if (_blockLowPrecision.Length < count) _blockLowPrecision = new bool[_expertCount];
+        if (_groupWeight.Length < count) _groupWeight = new float[_expertCount];
         if (_slotOut.Length < g.Pairs * d) _slotOut = new float[g.Pairs * d];
         if (_groupInput is null || _groupInput.MaxTokens < tokens || _groupInput.MaxCols < d) _groupInput = new ActivationQ8(d, tokens);
         var keys = _blockKeys.AsSpan(0, count);
@@ -377,7 +466,10 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
         done.Clear();
         for (int i = 0; i < count; i++) keys[i] = new ExpertKey(layer, g.Experts[i]);
         var inPlace = _blockInPlace.AsSpan(0, count);
-        DecideMisses(keys, inPlace, [], g.Starts, tokens);
+        var low = _blockLowPrecision.AsSpan(0, count);
+        var groupWeight = _groupWeight.AsSpan(0, count);
+        if (OnMiss == MissPolicy.LowPrecision) LargestWeights(g, weights, groupWeight);
+        DecideMisses(keys, groupWeight, inPlace, low, [], g.Starts, tokens);
         _loader.Request(LoaderKeys(keys, inPlace, SlotCount)); // more would wait for slots this block is still using
         // Pass 0: cached experts; 1: experts computed from the map (while loads go on); 2: the rest, waiting for each.
         for (int pass = 0; pass < 3; pass++)
@@ -391,8 +483,8 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
                 _groupInput.LoadRows(x.Values(), d, g.SlotToken.Slice(first, n));
                 if (lease is null)
                 {
-                    SwiGlu.Run(MapWeightsOf(keys[i]), _groupInput, scratch, team);
-                    CountInPlace(keys[i], TimeSpan.Zero, cold: false);
+                    SwiGlu.Run(MapWeightsOf(keys[i], low[i]), _groupInput, scratch, team);
+                    CountInPlace(keys[i], low[i], TimeSpan.Zero, cold: false);
                 }
                 else
                 {
@@ -409,13 +501,27 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
 
     public void Dispose() => _loader.Dispose();
 
-    // Marks the keys that are neither cached nor loading as computed in place (compute), or as the cost model says (auto);
-    // advises the kernel to read those not already in the page cache. served: a block's grouping starts ([] = one token each).
-    private void DecideMisses(ReadOnlySpan<ExpertKey> keys, Span<bool> inPlace, Span<bool> cold, ReadOnlySpan<int> starts, int blockTokens)
+    // Marks the keys that are neither cached nor loading as computed in place (compute), or as the cost model says (auto),
+    // or, when their routing weight is below the threshold, as computed in place from their low-precision copy (low-precision);
+    // advises the kernel to read those not already in the page cache. starts: a block's grouping starts ([] = one token
+    // each); weights: each key's routing weight (in a block the largest of its tokens'), read by low-precision only.
+    private void DecideMisses(ReadOnlySpan<ExpertKey> keys, ReadOnlySpan<float> weights, Span<bool> inPlace, Span<bool> low, Span<bool> cold,
+        ReadOnlySpan<int> starts, int blockTokens)
     {
         inPlace.Clear();
+        low.Clear();
         cold.Clear();
         if (OnMiss == MissPolicy.Load) return;
+        if (OnMiss == MissPolicy.LowPrecision)
+        {
+            for (int i = 0; i < keys.Length; i++)
+            {
+                if (!(weights[i] < LowPrecisionBelow) || _loader.IsResidentOrLoading(keys[i])) continue;
+                inPlace[i] = low[i] = true;
+                _lowCopies!.AdviseWillNeed(keys[i]); // the reads run while the cached experts compute
+            }
+            return;
+        }
         long token = Interlocked.Read(ref _tokens) - blockTokens; // the block's first token (layer 0 has counted it)
         if (OnMiss == MissPolicy.Auto && keys.Length > 0 && keys[0].Layer == 0) _missCost.ObserveLoader(_loader.Stats);
         for (int i = 0; i < keys.Length; i++)
@@ -441,20 +547,41 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
         return _requests.AsSpan(0, n);
     }
 
-    private void CountInPlace(ExpertKey key, TimeSpan elapsed, bool cold)
+    // groupWeight[i] = the largest routing weight of the (token, j) pairs of the block's i-th expert.
+    private static void LargestWeights(ExpertGrouping g, ReadOnlySpan<float> weights, Span<float> groupWeight)
     {
+        groupWeight.Fill(float.NegativeInfinity);
+        var slotOf = g.SlotOf;
+        var starts = g.Starts;
+        for (int pair = 0; pair < slotOf.Length; pair++)
+        {
+            int at = starts.BinarySearch(slotOf[pair]);
+            int i = at >= 0 ? at : ~at - 1; // the group whose slots [starts[i], starts[i+1]) hold the pair
+            groupWeight[i] = MathF.Max(groupWeight[i], weights[pair]);
+        }
+    }
+
+    private void CountInPlace(ExpertKey key, bool lowPrecision, TimeSpan elapsed, bool cold)
+    {
+        if (lowPrecision)
+        {
+            _computedLowPrecision++;
+            _computedLowPrecisionBytes += _lowCopies!.BytesOf(key);
+            return;
+        }
         long bytes = _missCost.BytesOf(key);
         _computedInPlace++;
         _computedInPlaceBytes += bytes;
         if (OnMiss == MissPolicy.Auto && elapsed > TimeSpan.Zero) _missCost.ObserveCompute(bytes, elapsed.TotalSeconds, cold);
     }
 
-    // The expert's matrices where the checkpoint maps them (the resident runner's pointers). Touching a mapped page past
-    // the end of a file that shrank would kill the process (SIGBUS), so the file's current length is checked first (one
-    // fstat per file; a file truncated between this check and the compute is not caught).
-    private ExpertWeights MapWeightsOf(ExpertKey key)
+    // The expert's matrices where the checkpoint maps them (the resident runner's pointers), or those of its low-precision
+    // copy. Touching a mapped page past the end of a file that shrank would kill the process (SIGBUS), so the file's current
+    // length is checked first (one fstat per file; a file truncated between this check and the compute is not caught).
+    private ExpertWeights MapWeightsOf(ExpertKey key, bool lowPrecision)
     {
-        foreach (ExpertPart part in _loader.Layout.Extent(key).Parts)
+        var (layout, map, shapes) = lowPrecision ? (_lowLayout!, _lowCopies!, _lowShapes) : (_loader.Layout, _missCost, _shapes);
+        foreach (ExpertPart part in layout.Extent(key).Parts)
         {
             long length = _loader.CurrentLength(part.Path);
             if (part.Offset + part.Length > length)
@@ -463,8 +590,8 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
                     "the file was truncated while the model was open"));
         }
         int at = (key.Layer * _expertCount + key.Expert) * PartRoles.Length;
-        return new ExpertWeights(Matrix(_shapes[at], _missCost.Part(key, 0).Pointer), Matrix(_shapes[at + 1], _missCost.Part(key, 1).Pointer),
-            Matrix(_shapes[at + 2], _missCost.Part(key, 2).Pointer));
+        return new ExpertWeights(Matrix(shapes[at], map.Part(key, 0).Pointer), Matrix(shapes[at + 1], map.Part(key, 1).Pointer),
+            Matrix(shapes[at + 2], map.Part(key, 2).Pointer));
     }
 
     private ExpertWeights WeightsOf(ExpertLease lease)

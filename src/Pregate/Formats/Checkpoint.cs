@@ -36,6 +36,14 @@ public sealed class Checkpoint : IDisposable
     /// <summary>The GGUF file when <see cref="Format"/> is GGUF (metadata such as the vocabulary lives there).</summary>
     public GgufFile? Gguf => _gguf;
 
+    /// <summary>
+    /// Types of the low-precision copies of the routed experts stored beside the main ones: GGUF tensors named
+    /// <c>{stacked expert tensor}.{type}</c> (e.g. <c>blk.3.ffn_gate_exps.weight.q4_0</c>, written by
+    /// <c>pregate quantize --dual</c>), in file order; empty when there are none (always for a Hugging Face folder).
+    /// A type is listed when any expert tensor has such a copy; <see cref="GetExpertCopy"/> checks each one.
+    /// </summary>
+    public IReadOnlyList<DType> ExpertCopyTypes { get; }
+
     private Checkpoint(string path, CheckpointFormat format, ModelConfig config, GgufFile? gguf, SafetensorsCheckpoint? st)
     {
         Path = path;
@@ -46,6 +54,7 @@ public sealed class Checkpoint : IDisposable
         RopeAdjacentPairs = format == CheckpointFormat.Gguf && TensorCatalog.GgufUsesNormalRope(config.Architecture);
         Specs = TensorCatalog.For(config);
         Bind();
+        ExpertCopyTypes = FindExpertCopyTypes();
     }
 
     /// <summary>Opens a GGUF file, or a Hugging Face folder holding config.json and safetensors.</summary>
@@ -76,6 +85,30 @@ public sealed class Checkpoint : IDisposable
 
     /// <summary>Expert <paramref name="expert"/>'s matrix of <paramref name="role"/> (ExpertGate/Up/Down) in <paramref name="layer"/>.</summary>
     public TensorView GetExpert(TensorRole role, int layer, int expert) => _experts[(role, layer)][expert];
+
+    /// <summary>
+    /// Expert <paramref name="expert"/>'s matrix of <paramref name="role"/> in <paramref name="layer"/> from its copy of
+    /// <paramref name="type"/> (see <see cref="ExpertCopyTypes"/>): a slice of the stacked tensor <c>{name}.{type}</c>, as
+    /// <see cref="GetExpert"/> slices the main one.
+    /// </summary>
+    /// <exception cref="ModelFormatException">The copy is missing, has another shape than the main tensor, or is stored in
+    /// another type than its name says (the message names the tensor).</exception>
+    public TensorView GetExpertCopy(TensorRole role, int layer, int expert, DType type)
+    {
+        var spec = Specs.FirstOrDefault(s => s.Role == role && s.Layer == layer && s.IsRoutedExpert)
+                   ?? throw new ArgumentException($"{role} in layer {layer} is not a routed-expert tensor of this model", nameof(role));
+        ArgumentOutOfRangeException.ThrowIfNegative(expert);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(expert, Config.NumExperts);
+        string name = $"{spec.GgufName}.{DTypes.Name(type)}";
+        if (_gguf is null || !_gguf.TryGetTensor(name, out var stacked))
+            throw new ModelFormatException(Path, $"missing tensor '{name}' (the {DTypes.Name(type)} copy of '{spec.GgufName}')");
+        int n = Config.NumExperts;
+        CheckShape(stacked, [n, .. spec.Shape]);
+        if (stacked.Type != type) throw new ModelFormatException(Path, $"tensor '{name}' is stored as {DTypes.Name(stacked.Type)}, not the {DTypes.Name(type)} its name says");
+        CheckType(stacked, spec);
+        long bytes = stacked.ByteLength / n;
+        return new TensorView($"{name}[{expert}]", stacked.Type, spec.Shape, stacked.Pointer + (nint)(expert * bytes), bytes);
+    }
 
     /// <summary>
     /// The file holding <paramref name="view"/>'s bytes and the offset of its first byte there, for reading a tensor (e.g. an
@@ -139,6 +172,21 @@ public sealed class Checkpoint : IDisposable
             }
         }
         _experts[(spec.Role, spec.Layer)] = views;
+    }
+
+    // The {type} suffixes of GGUF tensors named {routed expert tensor}.{type}.
+    private DType[] FindExpertCopyTypes()
+    {
+        if (_gguf is null) return [];
+        var experts = Specs.Where(s => s.IsRoutedExpert).Select(s => s.GgufName).ToHashSet(StringComparer.Ordinal);
+        var types = new List<DType>();
+        foreach (var t in _gguf.Tensors)
+        {
+            int dot = t.Name.LastIndexOf('.');
+            if (dot > 0 && experts.Contains(t.Name[..dot]) && DTypes.TryParse(t.Name[(dot + 1)..], out var type)
+                && DTypes.Name(type) == t.Name[(dot + 1)..] && !types.Contains(type)) types.Add(type);
+        }
+        return types.ToArray();
     }
 
     private bool TryFind(string name, out TensorView v) =>

@@ -59,7 +59,7 @@ public sealed class OffloadingInvariantTests(ITestOutputHelper output)
         int all = c.NumLayers * c.NumExperts;
         foreach (int slots in new[] { c.NumExpertsUsed, (int)Math.Round(0.3 * all), (int)Math.Round(0.7 * all), all })
             foreach (EvictionPolicyKind policy in Enum.GetValues<EvictionPolicyKind>())
-                foreach (MissPolicy miss in Enum.GetValues<MissPolicy>())
+                foreach (MissPolicy miss in Enum.GetValues<MissPolicy>().Where(m => m != MissPolicy.LowPrecision)) // changes outputs by design: LowPrecisionMissTests
                 {
                     using var session = OpenWithSlots(path, slots, policy, onMiss: miss);
                     Assert.True(session.ExpertPlacement.Offloaded);
