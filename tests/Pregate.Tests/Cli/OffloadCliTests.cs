@@ -113,7 +113,7 @@ public sealed class OffloadCliTests(ITestOutputHelper output) : IDisposable
             (["run", "--model", path, "--expert-memory", "1KiB"], "minimum"),
             (["logits", "--model", path, "--tokens", "1", "--expert-memory", "1%"], "minimum"),
             (["run", "--model", path, "--cache", "fifo"], "--cache must be lru, lfu or score"),
-            (["run", "--model", path, "--on-miss", "later"], "--on-miss must be load, compute or auto, not 'later'"),
+            (["run", "--model", path, "--on-miss", "later"], "--on-miss must be load, compute, auto or low-precision, not 'later'"),
             (["run", "--model", path, "--expert-memory", "12"], "minimum"), // 12 bytes
             (["run", "--model", path, "--expert-memory", "-5%"], "--expert-memory: '-5%' is not a percentage"),
             (["run", "--model", path, "--expert-memory", "1e9"], "--expert-memory: 'e9' in '1e9' is not a size unit"),
