@@ -2,6 +2,7 @@
 // per block or by GPTQ on calibration activations (per expert on the tokens routed to it, optionally expert-balanced).
 // Routers and norms stay F32 (the router F16 on request), the token embedding F16; matrices whose rows are not whole blocks
 // of the type fall back as llama.cpp's quantizer does (q4_k → q4_0, q6_k → q8_0, else f16).
+using System.Globalization;
 using Pregate.Core;
 using Pregate.Formats;
 using Pregate.Formats.Export;
@@ -68,12 +69,36 @@ public static class ModelQuantizer
                 RoundToNearest(type, weights, rows, cols, dst);
                 return;
             }
-            Gptq.QuantizeMatrix(type, weights, rows, cols, h, dst);
             var rtn = new byte[dst.Length];
             RoundToNearest(type, weights, rows, cols, rtn);
             string group = Group(spec);
+            double eRtn, eGptq;
+            if (spec.Role == TensorRole.Output && calibration.OutputRows is { } stats)
+            {
+                // Each vocabulary row on its own probability-weighted Hessian; the error reported is in that metric.
+                log?.Report(string.Create(CultureInfo.InvariantCulture,
+                    $"output matrix: per-row Hessians from {stats.Positions} positions, {stats.StoredProbabilities} stored probabilities ({stats.StoredMass:P1} of the mass)"));
+                group += " (probability-weighted)";
+                (eRtn, eGptq) = (0, 0);
+                var hv = new double[cols * cols];
+                int rowBytes = (int)DTypes.ByteCount(type, cols);
+                for (int r = 0; r < rows; r++)
+                {
+                    stats.RowHessian(r, h, hv);
+                    var wr = weights.AsSpan(r * cols, cols);
+                    var dr = dst.Slice(r * rowBytes, rowBytes);
+                    Gptq.QuantizeMatrix(type, wr, 1, cols, hv, dr);
+                    eRtn += Gptq.OutputError(type, wr, rtn.AsSpan(r * rowBytes, rowBytes), 1, cols, hv);
+                    eGptq += Gptq.OutputError(type, wr, dr, 1, cols, hv);
+                }
+            }
+            else
+            {
+                Gptq.QuantizeMatrix(type, weights, rows, cols, h, dst);
+                (eRtn, eGptq) = (Gptq.OutputError(type, weights, rtn, rows, cols, h), Gptq.OutputError(type, weights, dst, rows, cols, h));
+            }
             errors.TryGetValue(group, out var e);
-            errors[group] = (e.Count + 1, e.Rtn + Gptq.OutputError(type, weights, rtn, rows, cols, h), e.Gptq + Gptq.OutputError(type, weights, dst, rows, cols, h));
+            errors[group] = (e.Count + 1, e.Rtn + eRtn, e.Gptq + eGptq);
         };
         var options = new GgufExportOptions
         {

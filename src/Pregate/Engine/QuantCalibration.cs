@@ -1,7 +1,8 @@
 // Calibration for GPTQ: runs the unquantized model on a text and accumulates, for every weight matrix, the Gram matrix
 // Σ x xᵀ of the inputs it sees (GPTQ's H up to a factor). Routed experts see only the tokens routed to them (gate/up their
 // input rows, down their silu(gate·x) ⊙ up·x intermediate); optionally also the tokens where they rank in the router's top
-// k + 2 (expert-balanced calibration, for rarely chosen experts). Attention, shared-expert and output matrices see all tokens.
+// k + 2 (expert-balanced calibration, for rarely chosen experts). Attention, shared-expert and output matrices see all tokens;
+// the output matrix also gets per-row Hessians weighted by the reference model's next-token probabilities.
 // All activations come from the unquantized model in one pass (not layer by layer on the partly quantized model, as the GPTQ
 // paper does): each layer's inputs are then the ones the reference model produces, the pass is a single forward run, and at
 // the sizes Pregate targets the sequential variant's gain is small next to the per-expert token scarcity balancing addresses.
@@ -62,6 +63,12 @@ public sealed class QuantCalibrationData
 
     public int Tokens { get; internal set; }
 
+    /// <summary>
+    /// Per-row statistics of the output matrix (null when the model has no separate output matrix or it is larger than
+    /// <see cref="OutputRowStatistics.MaxWork"/> allows).
+    /// </summary>
+    public OutputRowStatistics? OutputRows { get; internal set; }
+
     /// <summary>The Gram matrix of <paramref name="spec"/>'s input (expert <paramref name="expert"/> for routed experts); null when none was gathered.</summary>
     public double[]? For(TensorSpec spec, int expert) => spec.Role switch
     {
@@ -87,6 +94,120 @@ public sealed class QuantCalibrationData
             var row = h.AsSpan(i * n, n);
             TensorPrimitives.MultiplyAdd(xd, xd[i], row, row);
         }
+    }
+}
+
+/// <summary>
+/// The output matrix's inputs x_t and the reference model's next-token probabilities p_t, for per-row Hessians
+/// H_v = Σ_t p_t(v) x_t x_tᵀ. These are the diagonal blocks of the Fisher information of the next-token cross-entropy with
+/// respect to the output matrix (the logits' curvature is diag(p_t) − p_t p_tᵀ; the rank-one part is left out), so the
+/// expected loss increase ≈ ½ Σ_v (w_v − ŵ_v)ᵀ H_v (w_v − ŵ_v) / T: a row's error counts in the contexts where its token
+/// is likely. Probabilities below <see cref="Threshold"/> are not stored; what they add up to per row is taken as that
+/// multiple of the mean Gram matrix.
+/// </summary>
+public sealed class OutputRowStatistics
+{
+    /// <summary>Smallest probability stored per (position, token).</summary>
+    public const float Threshold = 1e-3f;
+
+    /// <summary>
+    /// Largest V·D³ (about the work of one D×D factorisation per vocabulary row) for which calibration gathers these
+    /// statistics; larger output matrices use the shared Gram matrix.
+    /// </summary>
+    public const double MaxWork = 1e11;
+
+    private readonly int _d;
+    private readonly List<float[]> _inputs = [];        // [T] [D]
+    private readonly List<(int Token, int Position, float P)> _entries = [];
+    private readonly double[] _mass;                    // [V] Σ_t p_t(v)
+    private int[]? _offsets;                            // [V + 1] into _sorted, by token
+    private (int Position, float P)[]? _sorted;
+
+    /// <summary>Empty statistics for a [<paramref name="vocab"/>, <paramref name="hidden"/>] output matrix.</summary>
+    public OutputRowStatistics(int vocab, int hidden)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(vocab);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(hidden);
+        _d = hidden;
+        _mass = new double[vocab];
+    }
+
+    /// <summary>Positions added.</summary>
+    public int Positions => _inputs.Count;
+
+    /// <summary>(position, token) probabilities stored (those ≥ <see cref="Threshold"/>).</summary>
+    public int StoredProbabilities => _entries.Count;
+
+    /// <summary>Share of the total probability mass the stored probabilities hold.</summary>
+    public double StoredMass
+    {
+        get
+        {
+            double stored = 0, total = 0;
+            foreach (var e in _entries) stored += e.P;
+            foreach (double m in _mass) total += m;
+            return total > 0 ? stored / total : 0;
+        }
+    }
+
+    /// <summary>Adds one position: the output matrix's input <paramref name="x"/> [D] and the next-token distribution [V].</summary>
+    /// <exception cref="ArgumentException">Wrong lengths.</exception>
+    public void Add(ReadOnlySpan<float> x, ReadOnlySpan<float> probabilities)
+    {
+        if (x.Length != _d) throw new ArgumentException($"{x.Length} inputs, {_d} expected", nameof(x));
+        if (probabilities.Length != _mass.Length) throw new ArgumentException($"{probabilities.Length} probabilities, {_mass.Length} expected", nameof(probabilities));
+        int t = _inputs.Count;
+        _inputs.Add(x.ToArray());
+        for (int v = 0; v < probabilities.Length; v++)
+        {
+            float p = probabilities[v];
+            _mass[v] += p;
+            if (p >= Threshold) _entries.Add((v, t, p));
+        }
+        _offsets = null;
+    }
+
+    /// <summary>
+    /// H_v = Σ_stored p_t(v) x_t x_tᵀ + (m_v − Σ_stored p_t(v)) / T · <paramref name="gram"/> into <paramref name="h"/> [D, D]
+    /// for v = <paramref name="row"/>, where m_v = Σ_t p_t(v) and <paramref name="gram"/> = Σ_t x_t x_tᵀ over the T positions.
+    /// </summary>
+    /// <exception cref="ArgumentException">Wrong lengths or row.</exception>
+    public void RowHessian(int row, ReadOnlySpan<double> gram, Span<double> h)
+    {
+        int d = _d;
+        if ((uint)row >= (uint)_mass.Length) throw new ArgumentException($"row {row} outside [0, {_mass.Length})", nameof(row));
+        if (gram.Length != d * d || h.Length != d * d) throw new ArgumentException($"gram and h must hold {d}² values");
+        if (_offsets is null) Sort();
+        h.Clear();
+        var xd = new double[d];
+        double stored = 0;
+        for (int k = _offsets![row]; k < _offsets[row + 1]; k++)
+        {
+            (int t, float p) = _sorted![k];
+            stored += p;
+            var x = _inputs[t];
+            for (int i = 0; i < d; i++) xd[i] = x[i];
+            for (int i = 0; i < d; i++)
+            {
+                if (xd[i] == 0) continue;
+                var hr = h.Slice(i * d, d);
+                TensorPrimitives.MultiplyAdd(xd, p * xd[i], hr, hr);
+            }
+        }
+        double tail = Math.Max(0, _mass[row] - stored) / Math.Max(1, _inputs.Count);
+        if (tail > 0) TensorPrimitives.MultiplyAdd(gram, tail, h, h);
+    }
+
+    // Stored probabilities grouped by token (counting sort, positions ascending within a token).
+    private void Sort()
+    {
+        var offsets = new int[_mass.Length + 1];
+        foreach (var e in _entries) offsets[e.Token + 1]++;
+        for (int v = 0; v < _mass.Length; v++) offsets[v + 1] += offsets[v];
+        var sorted = new (int, float)[_entries.Count];
+        var fill = offsets.ToArray();
+        foreach (var e in _entries) sorted[fill[e.Token]++] = (e.Position, e.P);
+        (_offsets, _sorted) = (offsets, sorted);
     }
 }
 
@@ -181,6 +302,8 @@ public static class QuantCalibration
         private readonly float[]?[] _sharedGate, _sharedUp; // [layer] [Fs, D]
         private readonly Checkpoint _ck;
         private readonly float[] _outputNorm;           // [D]
+        private readonly float[]? _output;              // [V, D] or null when tied
+        private readonly float[] _logits;               // [V]
         private readonly List<float[]> _probs = [];     // router probabilities of the block's tokens, in order
         private readonly Dictionary<int, float[]> _lastResidual = [];
         private readonly double[] _scratch;
@@ -200,6 +323,13 @@ public static class QuantCalibration
             _sharedGate = new float[layers][];
             _sharedUp = new float[layers][];
             _outputNorm = GgufExport.ReadMatrix(ck, ck.Specs.First(s => s.Role == TensorRole.OutputNorm), -1);
+            if (ck.Specs.FirstOrDefault(s => s.Role == TensorRole.Output) is { } outSpec
+                && (double)_c.VocabSize * _c.HiddenSize * _c.HiddenSize * _c.HiddenSize <= OutputRowStatistics.MaxWork)
+            {
+                _output = GgufExport.ReadMatrix(ck, outSpec, -1);
+                data.OutputRows = new OutputRowStatistics(_c.VocabSize, _c.HiddenSize);
+            }
+            _logits = new float[_c.VocabSize];
             _scratch = new double[Math.Max(Math.Max(_c.HiddenSize, _c.NumHeads * _c.HeadDim), f)];
             _middle = new float[f];
             _up1 = new float[f];
@@ -220,8 +350,18 @@ public static class QuantCalibration
                     for (int i = 0; i < residual.Length; i++) residual[i] += values[i];
                     ElementOps.RmsNorm(residual, _outputNorm, _c.RmsNormEps, _final);
                     QuantCalibrationData.AddOuter(_data.OutputInput, _final, _scratch);
+                    if (_output is not null) OutputProbabilities();
                     break;
             }
+        }
+
+        // The reference model's next-token distribution at this position, softmax(W_out · x), for the output's row statistics.
+        private void OutputProbabilities()
+        {
+            int d = _c.HiddenSize;
+            for (int v = 0; v < _logits.Length; v++) _logits[v] = TensorPrimitives.Dot(_output.AsSpan(v * d, d), _final);
+            ElementOps.Softmax(_logits);
+            _data.OutputRows!.Add(_final, _logits);
         }
 
         public void OnRouting(int layer, int position, ReadOnlySpan<float> probs, ReadOnlySpan<int> ids, ReadOnlySpan<float> weights) { }
