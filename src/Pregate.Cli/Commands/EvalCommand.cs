@@ -52,7 +52,7 @@ internal static class EvalCommand
                 bool stepwise = session.ExpertPlacement is { Offloaded: true, OnMiss: MissPolicy.LowPrecision };
                 try { cmp = RoutingComparison.Run(session, refSession, File.ReadAllText(path), p.GetValue(maxTokens), p.GetValue(window), new Progress<string>(m => stderr.WriteLine(m)), stepwise); }
                 catch (ArgumentException e) { throw new UserException(e.Message); }
-                stdout.WriteLine(string.Create(inv, $"against {refPath} on {cmp.Tokens} tokens: top-{k} routing agreement {cmp.MeanAgreement:P2} (mean over layers), greedy next token changed at {cmp.GreedyChangeRate:P2} of positions"));
+                stdout.WriteLine(string.Create(inv, $"against {refPath} on {cmp.Tokens} tokens: top-{k} routing agreement {cmp.MeanAgreement:P2} (mean over layers), greedy next token changed at {cmp.GreedyChangeRate:P2} of positions, mean KL divergence from the reference {cmp.MeanKlDivergence:F6} nats/token"));
                 stdout.WriteLine("| layer | top-k agreement |");
                 stdout.WriteLine("|---|---|");
                 for (int l = 0; l < cmp.LayerAgreement.Count; l++)

@@ -1,12 +1,17 @@
 // `pregate eval --reference`: how much a model (e.g. a quantized copy) changes behaviour against a reference model on the
 // same tokens — per layer, the share of tokens whose top-k expert set equals the reference's (each model routes on its own
-// hidden states), and the share of positions whose greedy next token differs.
+// hidden states), the share of positions whose greedy next token differs, and the mean KL divergence of the model's
+// next-token distribution from the reference's (llama.cpp's perplexity tool reports the same KL(reference ‖ model)).
 using Pregate.Models;
 
 namespace Pregate.Engine;
 
-/// <summary>Per-layer top-k routing agreement and greedy next-token change rate over <see cref="Tokens"/> positions.</summary>
-public sealed record RoutingComparisonReport(int Tokens, IReadOnlyList<double> LayerAgreement, double MeanAgreement, double GreedyChangeRate);
+/// <summary>
+/// Per-layer top-k routing agreement, greedy next-token change rate and mean KL(reference ‖ model) in nats over
+/// <see cref="Tokens"/> positions.
+/// </summary>
+public sealed record RoutingComparisonReport(int Tokens, IReadOnlyList<double> LayerAgreement, double MeanAgreement, double GreedyChangeRate,
+    double MeanKlDivergence);
 
 public static class RoutingComparison
 {
@@ -28,6 +33,7 @@ public static class RoutingComparison
         window = Math.Min(window, Math.Min(model.State.Context, reference.State.Context));
         var agree = new long[c.NumLayers];
         long changed = 0;
+        double kl = 0;
         for (int start = 0; start < ids.Length; start += window)
         {
             var block = ids.AsSpan(start, Math.Min(window, ids.Length - start));
@@ -39,11 +45,37 @@ public static class RoutingComparison
                 for (int l = 0; l < c.NumLayers; l++)
                     if (routesA[l].AsSpan(t * k, k).SequenceEqual(routesB[l].AsSpan(t * k, k))) agree[l]++;
                 if (Sampler.ArgMax(logitsA.AsSpan(t * v, v)) != Sampler.ArgMax(logitsB.AsSpan(t * v, v))) changed++;
+                kl += KlDivergence(logitsB.AsSpan(t * v, v), logitsA.AsSpan(t * v, v));
             }
             progress?.Report($"compared {start + block.Length}/{ids.Length} tokens");
         }
         var layers = agree.Select(a => (double)a / ids.Length).ToArray();
-        return new RoutingComparisonReport(ids.Length, layers, layers.Average(), (double)changed / ids.Length);
+        return new RoutingComparisonReport(ids.Length, layers, layers.Average(), (double)changed / ids.Length, kl / ids.Length);
+    }
+
+    /// <summary>
+    /// KL(p ‖ q) = Σ_v p_v (log p_v − log q_v) in nats, p = softmax(<paramref name="reference"/>), q = softmax(<paramref name="logits"/>),
+    /// in double precision.
+    /// </summary>
+    public static double KlDivergence(ReadOnlySpan<float> reference, ReadOnlySpan<float> logits)
+    {
+        if (reference.Length != logits.Length) throw new ArgumentException($"{reference.Length} reference logits but {logits.Length} logits");
+        double lseP = LogSumExp(reference), lseQ = LogSumExp(logits), sum = 0;
+        for (int i = 0; i < reference.Length; i++)
+        {
+            double logP = reference[i] - lseP;
+            sum += Math.Exp(logP) * (logP - (logits[i] - lseQ));
+        }
+        return Math.Max(sum, 0);
+    }
+
+    private static double LogSumExp(ReadOnlySpan<float> x)
+    {
+        double max = double.NegativeInfinity;
+        foreach (float v in x) max = Math.Max(max, v);
+        double sum = 0;
+        foreach (float v in x) sum += Math.Exp(v - max);
+        return max + Math.Log(sum);
     }
 
     // All-position logits [n, V] and, per layer, each token's chosen experts sorted ascending [n, k].

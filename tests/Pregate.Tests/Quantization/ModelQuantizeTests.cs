@@ -216,6 +216,18 @@ public sealed class ModelQuantizeTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void KlDivergenceMatchesItsDefinition()
+    {
+        // p = softmax(0, ln 2) = (1/3, 2/3), q = softmax(0, 0) = (1/2, 1/2): KL(p ‖ q) = 1/3·ln(2/3) + 2/3·ln(4/3).
+        double expected = Math.Log(2.0 / 3) / 3 + 2 * Math.Log(4.0 / 3) / 3;
+        double kl = RoutingComparison.KlDivergence([0f, MathF.Log(2)], [5f, 5f]);
+        output.WriteLine($"KL {kl:R}, expected {expected:R}, error {Math.Abs(kl - expected):E2} (tolerance 1e-7)");
+        Assert.Equal(expected, kl, 1e-7);
+        Assert.Equal(0.0, RoutingComparison.KlDivergence([1f, -2f, 3f], [1f, -2f, 3f]));
+        Assert.Throws<ArgumentException>(() => RoutingComparison.KlDivergence([1f], [1f, 2f]));
+    }
+
+    [Fact]
     public void EvalAgainstItselfAgreesCompletely()
     {
         var c = SynthShapes.Get("tiny-olmoe");
@@ -226,18 +238,21 @@ public sealed class ModelQuantizeTests(ITestOutputHelper output) : IDisposable
         using var b = ModelSession.Open(gguf, new EngineOptions { Context = 128 });
         string text = CalibrationText[..3000];
         var self = RoutingComparison.Run(a, b, text, 300, 100);
-        output.WriteLine($"self: {self.Tokens} tokens, agreement {self.MeanAgreement:P2}, greedy changed {self.GreedyChangeRate:P2}");
+        output.WriteLine($"self: {self.Tokens} tokens, agreement {self.MeanAgreement:P2}, greedy changed {self.GreedyChangeRate:P2}, KL {self.MeanKlDivergence:E2}");
         Assert.True(self.Tokens > 100);
+        Assert.Equal(0.0, self.MeanKlDivergence);
         Assert.All(self.LayerAgreement, x => Assert.Equal(1.0, x));
         Assert.Equal(0.0, self.GreedyChangeRate);
         using var q = ModelSession.Open(q4, new EngineOptions { Context = 128 });
         var vsQ4 = RoutingComparison.Run(q, a, text, 300, 100);
-        output.WriteLine($"q4_0 rtn vs f32: agreement {vsQ4.MeanAgreement:P2} ({string.Join(", ", vsQ4.LayerAgreement.Select(x => x.ToString("P1")))}), greedy changed {vsQ4.GreedyChangeRate:P2}");
+        output.WriteLine($"q4_0 rtn vs f32: agreement {vsQ4.MeanAgreement:P2} ({string.Join(", ", vsQ4.LayerAgreement.Select(x => x.ToString("P1")))}), greedy changed {vsQ4.GreedyChangeRate:P2}, KL {vsQ4.MeanKlDivergence:E2}");
         Assert.True(vsQ4.MeanAgreement < 1.0);
+        Assert.InRange(vsQ4.MeanKlDivergence, 1e-6, 1.0);
         var (code, outText) = RunCliOut("eval", "--model", gguf, "--text", Write("eval.txt", text), "--max-tokens", "200", "--reference", gguf, "--ctx", "128");
         Assert.Equal(0, code);
         Assert.Contains("routing agreement 100.00 %", outText);
         Assert.Contains("changed at 0.00 %", outText);
+        Assert.Contains("mean KL divergence from the reference 0.000000 nats/token", outText);
     }
 
     private string Write(string name, string text)
