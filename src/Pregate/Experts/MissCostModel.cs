@@ -173,23 +173,6 @@ internal sealed unsafe partial class MissCostModel
         }
     }
 
-    /// <summary>
-    /// Advises the kernel not to read around a fault in any expert's pages (MADV_RANDOM over every part), so faulting one
-    /// expert reads nothing of its neighbours; <see cref="AdviseWillNeed"/> still reads a whole expert at once.
-    /// </summary>
-    public void AdviseRandom()
-    {
-        if (!OperatingSystem.IsLinux()) return;
-        long page = Environment.SystemPageSize;
-        for (int at = 0; at < _pointers.Length; at++)
-        {
-            if (_lengths[at] == 0) continue;
-            long start = _pointers[at] / page * page;
-            long end = (_pointers[at] + _lengths[at] + page - 1) / page * page;
-            _ = Madvise((void*)start, (nuint)(end - start), AdviseRandomFlag); // advisory: a refusal only reads more
-        }
-    }
-
     private bool AllPagesCached(nint pointer, long length)
     {
         if (length == 0) return true;
@@ -211,7 +194,7 @@ internal sealed unsafe partial class MissCostModel
 
     private int Index(ExpertKey key) => key.Layer * _expertCount + key.Expert;
 
-    private const int AdviseRandomFlag = 1, AdviseWillNeedFlag = 3;
+    private const int AdviseWillNeedFlag = 3;
 
     [LibraryImport("libc", EntryPoint = "madvise")]
     private static partial int Madvise(void* address, nuint length, int advice);

@@ -19,8 +19,9 @@ public enum MissPolicy
     Auto,
 
     /// <summary>
-    /// A missed expert whose routing weight is below a threshold is computed in place from its low-precision copy (the
-    /// <c>{name}.{type}</c> tensors <c>pregate quantize --dual</c> stores), never cached; any other miss loads as
+    /// A missed expert whose routing weight is below a threshold is computed from its low-precision copy (the
+    /// <c>{name}.{type}</c> tensors <c>pregate quantize --dual</c> stores), read with O_DIRECT into a buffer of its own and
+    /// never cached; any other miss loads as
     /// <see cref="Load"/> does. The one policy whose outputs may differ from a resident run.
     /// </summary>
     LowPrecision,

@@ -4,6 +4,7 @@
 // a miss may instead be computed in place from the memory map (--on-miss compute|auto, MissCostModel), or, when its routing
 // weight is small, from a low-precision copy of the expert (--on-miss low-precision; HOBBIT, Tang et al. 2024).
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using Pregate.Core;
 using Pregate.Experts.Prediction;
 using Pregate.Formats;
@@ -53,8 +54,9 @@ public sealed record OffloadOptions
 /// checkpoint's memory map; with <see cref="MissPolicy.Compute"/> or <see cref="MissPolicy.Auto"/> a missed expert may be
 /// computed in place from the map instead (the same pointers the resident runner uses, so the same bits), never entering
 /// the cache, after the cached experts and while the loads run. With <see cref="MissPolicy.LowPrecision"/> a missed expert
-/// whose routing weight is below <see cref="LowPrecisionBelow"/> is computed the same way from its low-precision copy (the
-/// smallest of the checkpoint's <see cref="Checkpoint.ExpertCopyTypes"/>): in a block (prefill, a batched decode step) only
+/// whose routing weight is below <see cref="LowPrecisionBelow"/> is computed from its low-precision copy instead (the
+/// smallest of the checkpoint's <see cref="Checkpoint.ExpertCopyTypes"/>, read with O_DIRECT into a buffer of its own when
+/// its turn comes, never cached): in a block (prefill, a batched decode step) only
 /// when every token routed to it in the block weighs it below the threshold. Only then may results differ. Construction
 /// advises the kernel not to read ahead around the resident tensors (do it before the model reads any weight, as
 /// <c>ModelSession</c> does). One sequence at a time: <see cref="Run"/> is not reentrant. Dispose to stop the I/O threads
@@ -98,6 +100,9 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
     private readonly MissCostModel? _lowCopies;      // map ranges of every expert's low-precision copy (LowPrecision only)
     private readonly ExpertLayout? _lowLayout;       // file ranges of the same copies
     private readonly MatrixShape[] _lowShapes = [];  // like _shapes, for the copies
+    private readonly Dictionary<string, DirectFileReader> _lowReaders = new(StringComparer.Ordinal); // O_DIRECT readers of the copies' files
+    private readonly nint _lowBuffer;                 // 4096-aligned native memory: the largest copy's three aligned ranges
+    private readonly long _lowBufferBytes;
     private readonly bool[] _lowPrecision = [];      // [k] computed from its low-precision copy in this call
     private bool[] _blockLowPrecision = [];          // [distinct experts of a block]
     private float[] _groupWeight = [];               // [distinct experts of a block] the largest weight of its tokens
@@ -168,7 +173,12 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
                 }
             _lowCopies = new MissCostModel(c.NumLayers, c.NumExperts, PartRoles.Length, lowPointers, lowLengths);
             _lowLayout = new ExpertLayout(c.NumLayers, c.NumExperts, lowExtents);
-            _lowCopies.AdviseRandom(); // a fault in one copy must not read its neighbours: WILLNEED reads exactly what is used
+            // Copies are read like full experts (O_DIRECT, not through the page cache, which a memory cap would charge and
+            // reclaim under the reads) into one buffer of their own: they never take a cache slot.
+            foreach (var extent in lowExtents)
+                _lowBufferBytes = Math.Max(_lowBufferBytes, extent.Parts.Sum(part => DirectFileReader.CoveringLength(part.Offset, part.Length)));
+            foreach (string file in _lowLayout.Files) _lowReaders[file] = new DirectFileReader(file, options.Loader.AllowDirectIo);
+            unsafe { _lowBuffer = (nint)NativeMemory.AlignedAlloc((nuint)_lowBufferBytes, DirectFileReader.Alignment); }
         }
         DirectIo = options.Loader.AllowDirectIo && layout.Files.All(f =>
         {
@@ -499,7 +509,13 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
     /// <summary>Experts computed before an earlier one of the same layer (cached while the earlier one loaded).</summary>
     internal long ComputedAheadOfTurn => _computedAheadOfTurn;
 
-    public void Dispose() => _loader.Dispose();
+    public void Dispose()
+    {
+        _loader.Dispose();
+        foreach (var reader in _lowReaders.Values) reader.Dispose();
+        _lowReaders.Clear();
+        unsafe { if (_lowBuffer != 0) NativeMemory.AlignedFree((void*)_lowBuffer); }
+    }
 
     // Marks the keys that are neither cached nor loading as computed in place (compute), or as the cost model says (auto),
     // or, when their routing weight is below the threshold, as computed in place from their low-precision copy (low-precision);
@@ -518,7 +534,6 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
             {
                 if (!(weights[i] < LowPrecisionBelow) || _loader.IsResidentOrLoading(keys[i])) continue;
                 inPlace[i] = low[i] = true;
-                _lowCopies!.AdviseWillNeed(keys[i]); // the reads run while the cached experts compute
             }
             return;
         }
@@ -575,12 +590,14 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
         if (OnMiss == MissPolicy.Auto && elapsed > TimeSpan.Zero) _missCost.ObserveCompute(bytes, elapsed.TotalSeconds, cold);
     }
 
-    // The expert's matrices where the checkpoint maps them (the resident runner's pointers), or those of its low-precision
-    // copy. Touching a mapped page past the end of a file that shrank would kill the process (SIGBUS), so the file's current
-    // length is checked first (one fstat per file; a file truncated between this check and the compute is not caught).
+    // The expert's matrices where the checkpoint maps them (the resident runner's pointers), or its low-precision copy read
+    // into the copy buffer. Touching a mapped page past the end of a file that shrank would kill the process (SIGBUS), so the
+    // file's current length is checked first (one fstat per file; a file truncated between this check and the compute is
+    // not caught).
     private ExpertWeights MapWeightsOf(ExpertKey key, bool lowPrecision)
     {
-        var (layout, map, shapes) = lowPrecision ? (_lowLayout!, _lowCopies!, _lowShapes) : (_loader.Layout, _missCost, _shapes);
+        if (lowPrecision) return ReadCopy(key);
+        var (layout, map, shapes) = (_loader.Layout, _missCost, _shapes);
         foreach (ExpertPart part in layout.Extent(key).Parts)
         {
             long length = _loader.CurrentLength(part.Path);
@@ -592,6 +609,31 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
         int at = (key.Layer * _expertCount + key.Expert) * PartRoles.Length;
         return new ExpertWeights(Matrix(shapes[at], map.Part(key, 0).Pointer), Matrix(shapes[at + 1], map.Part(key, 1).Pointer),
             Matrix(shapes[at + 2], map.Part(key, 2).Pointer));
+    }
+
+    // Reads the three parts of key's low-precision copy into the copy buffer (each at a 4096-aligned place) and points at
+    // them there. One buffer serves every copy: the runner computes one expert at a time.
+    private unsafe ExpertWeights ReadCopy(ExpertKey key)
+    {
+        var pointers = stackalloc nint[PartRoles.Length];
+        long at = 0;
+        var parts = _lowLayout!.Extent(key).Parts;
+        for (int p = 0; p < parts.Count; p++)
+        {
+            ExpertPart part = parts[p];
+            try
+            {
+                _lowReaders[part.Path].ReadCovering(part.Offset, part.Length, (byte*)_lowBuffer + at, _lowBufferBytes - at);
+            }
+            catch (IOException e)
+            {
+                throw new ExpertLoadException(key, e);
+            }
+            pointers[p] = _lowBuffer + (nint)(at + part.Offset - DirectFileReader.AlignDown(part.Offset));
+            at += DirectFileReader.CoveringLength(part.Offset, part.Length);
+        }
+        int first = (key.Layer * _expertCount + key.Expert) * PartRoles.Length;
+        return new ExpertWeights(Matrix(_lowShapes[first], pointers[0]), Matrix(_lowShapes[first + 1], pointers[1]), Matrix(_lowShapes[first + 2], pointers[2]));
     }
 
     private ExpertWeights WeightsOf(ExpertLease lease)
