@@ -55,6 +55,12 @@ public sealed record EngineOptions
     /// <summary>Guesses beyond top-k to prefetch.</summary>
     public int PredictExtra { get; init; }
 
+    /// <summary>
+    /// Which of the predictor's guesses an offloaded run reads, and when (<see cref="Experts.PrefetchGating"/>): by default
+    /// only likely guesses, never evicting a more valuable expert, and only while the disk has no demand load.
+    /// </summary>
+    public PrefetchGating PrefetchGating { get; init; } = PrefetchGating.Default;
+
     /// <summary>The recorded routing the oracle predictor replays (<see cref="PredictorKind.Oracle"/> needs it; benchmarks record it).</summary>
     public RoutingTrace? OracleTrace { get; init; }
 
@@ -70,6 +76,8 @@ public sealed record EngineOptions
         if (Context is int c && c < 1) throw new ArgumentException($"context must be at least 1 token, not {c}");
         if (Lookahead is < 1 or > 2) throw new ArgumentException($"lookahead must be 1 or 2, not {Lookahead}");
         if (PredictExtra < 0) throw new ArgumentException($"predict-extra must be at least 0, not {PredictExtra}");
+        ArgumentNullException.ThrowIfNull(PrefetchGating);
+        PrefetchGating.Validate();
         if (Predictor == PredictorKind.Oracle && OracleTrace is null)
             throw new ArgumentException("the oracle predictor replays the routing of an identical earlier run: only pregate bench records one; use none, next-gate or pregate");
     }
@@ -84,6 +92,7 @@ public sealed record EngineOptions
 /// <param name="DirectIo">Offloaded reads bypass the page cache (O_DIRECT).</param>
 /// <param name="OnMiss">What an offloaded run does with a missed expert.</param>
 /// <param name="BudgetCoversAll">Resident because the budget given (<see cref="BudgetBytes"/>) covers every routed expert.</param>
+/// <param name="Gating">The gates prefetches pass when offloaded with a predictor; null otherwise.</param>
 public sealed record ExpertPlacement(
     bool Offloaded,
     bool Automatic,
@@ -96,21 +105,23 @@ public sealed record ExpertPlacement(
     long? AvailableBytes,
     string Predictor = "none",
     MissPolicy OnMiss = MissPolicy.Load,
-    bool BudgetCoversAll = false)
+    bool BudgetCoversAll = false,
+    PrefetchGating? Gating = null)
 {
     /// <summary>
     /// One line: "experts: resident (all 588 MiB mapped)", "experts: resident (all 588 MiB mapped; budget 1 GiB covers every
     /// expert)" or "experts: offloaded, budget 200 MiB (21 slots of 9.19 MiB), policy score, predictor next-gate, O_DIRECT on"
-    /// (", on miss compute|auto" when not load).
+    /// (", on miss compute|auto" when not load; ", prefetch gating p ≥ 0.5, cache value, 1 idle read" when guesses are gated).
     /// </summary>
     public string Describe()
     {
         string chosen = Automatic && AvailableBytes is long a ? $"; chosen for {ByteSize.Format(a)} available" : "";
         string covers = BudgetCoversAll ? $"; budget {ByteSize.Format(BudgetBytes)} covers every expert" : "";
         string miss = OnMiss == MissPolicy.Load ? "" : $", on miss {MissPolicies.Name(OnMiss)}";
+        string gating = Gating is { IsOff: false } g ? $", prefetch gating {g}" : "";
         return Offloaded
             ? $"experts: offloaded, budget {ByteSize.Format(BudgetBytes)} ({SlotCount} slots of {ByteSize.Format(SlotBytes)}), " +
-              $"policy {Policy.ToString().ToLowerInvariant()}, predictor {Predictor}{miss}, O_DIRECT {(DirectIo ? "on" : "off")}{chosen}"
+              $"policy {Policy.ToString().ToLowerInvariant()}, predictor {Predictor}{gating}{miss}, O_DIRECT {(DirectIo ? "on" : "off")}{chosen}"
             : $"experts: resident (all {ByteSize.Format(ExpertBytes)} mapped{covers}){chosen}";
     }
 }
@@ -206,10 +217,10 @@ public sealed class ModelSession : IDisposable
         var runner = new OffloadedExperts(ck, layout, new OffloadOptions
         {
             BudgetBytes = budget, Policy = o.CachePolicy, Predictor = predictor, Lookahead = o.Lookahead, PredictExtra = o.PredictExtra,
-            OnMiss = o.OnMiss,
+            OnMiss = o.OnMiss, Loader = new ExpertLoaderOptions { Prefetch = o.PrefetchGating },
         });
         return (new ExpertPlacement(true, automatic, layout.TotalBytes, budget, runner.SlotCount, runner.SlotBytes, o.CachePolicy, runner.DirectIo,
-            available, predictorName, o.OnMiss), runner);
+            available, predictorName, o.OnMiss, Gating: predictor is null ? null : o.PrefetchGating), runner);
     }
 
     // The predictor asked for; by default the calibrated one when its file sits next to the model, else next-gate.
