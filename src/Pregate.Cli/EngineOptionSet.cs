@@ -48,10 +48,10 @@ internal sealed class EngineOptionSet
         Description = "which cached experts a prefetch may evict: cheaper (only those used less often than the guess is likely right, the default) or any (the cache policy's victim)",
         DefaultValueFactory = _ => PrefetchGating.Default.ProtectValuable ? "cheaper" : "any",
     };
-    public readonly Option<int> PrefetchIdleReads = new("--prefetch-idle-reads")
+    public readonly Option<int> PrefetchReads = new("--prefetch-reads")
     {
-        Description = "prefetch reads start only while no demand load is queued or reading, at most N at once; 0 reads prefetches alongside demand loads",
-        DefaultValueFactory = _ => PrefetchGating.Default.IdleReads,
+        Description = "prefetch reads start behind the layer's demand loads, while the wrong guesses expected among those in flight (a guess right with probability q counts 1 - q) stay within N; 0: every prefetch read as soon as guessed",
+        DefaultValueFactory = _ => PrefetchGating.Default.MaxWrongReads,
     };
     public readonly Option<string> Backend = new("--backend")
     {
@@ -64,7 +64,7 @@ internal sealed class EngineOptionSet
 
     public void AddTo(Command c)
     {
-        foreach (var o in new Option[] { Model, Threads, Context, ExpertMemory, Cache, OnMiss, Predictor, PredictorFile, Lookahead, PredictExtra, PrefetchMinProb, PrefetchEvict, PrefetchIdleReads, Backend }) c.Options.Add(o);
+        foreach (var o in new Option[] { Model, Threads, Context, ExpertMemory, Cache, OnMiss, Predictor, PredictorFile, Lookahead, PredictExtra, PrefetchMinProb, PrefetchEvict, PrefetchReads, Backend }) c.Options.Add(o);
     }
 
     public string ModelPath(ParseResult p) => p.GetValue(Model) ?? DefaultModel.Require();
@@ -104,7 +104,7 @@ internal sealed class EngineOptionSet
         };
     }
 
-    /// <summary>The prefetch gating of --prefetch-min-prob, --prefetch-evict and --prefetch-idle-reads.</summary>
+    /// <summary>The prefetch gating of --prefetch-min-prob, --prefetch-evict and --prefetch-reads.</summary>
     /// <exception cref="UserException">A value is out of range.</exception>
     public PrefetchGating Gating(ParseResult p)
     {
@@ -112,9 +112,9 @@ internal sealed class EngineOptionSet
         if (!(minProb >= 0 && minProb <= 1)) throw new UserException($"--prefetch-min-prob must lie between 0 and 1, not {minProb.ToString(CultureInfo.InvariantCulture)}");
         string evict = p.GetValue(PrefetchEvict)!.ToLowerInvariant();
         if (evict is not ("cheaper" or "any")) throw new UserException($"--prefetch-evict must be cheaper or any, not '{evict}'");
-        int idleReads = p.GetValue(PrefetchIdleReads);
-        if (idleReads < 0) throw new UserException($"--prefetch-idle-reads must be at least 0, not {idleReads}");
-        return new PrefetchGating { MinProbability = minProb, ProtectValuable = evict == "cheaper", IdleReads = idleReads };
+        int reads = p.GetValue(PrefetchReads);
+        if (reads < 0) throw new UserException($"--prefetch-reads must be at least 0, not {reads}");
+        return new PrefetchGating { MinProbability = minProb, ProtectValuable = evict == "cheaper", MaxWrongReads = reads };
     }
 
     public ModelSession Open(ParseResult p)

@@ -192,7 +192,7 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
         }
         var gating = job.Gating ?? engine.Gating(parse);
         args.AddRange(["--prefetch-min-prob", gating.MinProbability.ToString("R", CultureInfo.InvariantCulture), "--prefetch-evict", gating.ProtectValuable ? "cheaper" : "any",
-            "--prefetch-idle-reads", gating.IdleReads.ToString(CultureInfo.InvariantCulture)]);
+            "--prefetch-reads", gating.MaxWrongReads.ToString(CultureInfo.InvariantCulture)]);
         args.AddRange(CommonArguments());
         using var group = MemoryCgroup.Create(GroupName(job.Config), cap);
         var (code, output, errors) = Execute(MemoryCgroup.StartInfo(group, SelfExecutable(), args));

@@ -111,7 +111,7 @@ public sealed record ExpertPlacement(
     /// <summary>
     /// One line: "experts: resident (all 588 MiB mapped)", "experts: resident (all 588 MiB mapped; budget 1 GiB covers every
     /// expert)" or "experts: offloaded, budget 200 MiB (21 slots of 9.19 MiB), policy score, predictor next-gate, O_DIRECT on"
-    /// (", on miss compute|auto" when not load; ", prefetch gating p ≥ 0.5, cache value, 1 idle read" when guesses are gated).
+    /// (", on miss compute|auto" when not load; ", prefetch gating p ≥ 0.7, cache value, behind demand ≤ 1 wrong read" when guesses are gated).
     /// </summary>
     public string Describe()
     {

@@ -17,8 +17,8 @@ namespace Pregate.Experts;
 /// <item>Prefetches the gates of <see cref="PrefetchGating"/> turned down, none read nor counted as wasted:
 /// <see cref="PrefetchesSkippedUnlikely"/> (the guess's probability was below the threshold; the expert was neither
 /// resident nor loading), <see cref="PrefetchesSkippedValuable"/> (every expert the prefetch could evict was expected to be
-/// used more often than the guess was likely right) and <see cref="PrefetchesSkippedBusy"/> (the disk had demand loads
-/// until the prefetch's layer came).</item>
+/// used more often than the guess was likely right) and <see cref="PrefetchesSkippedBusy"/> (demand loads and earlier
+/// prefetches kept the disk until the prefetch's layer came without it).</item>
 /// </list>
 /// </summary>
 public readonly record struct ExpertCacheStats(

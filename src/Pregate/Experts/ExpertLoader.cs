@@ -47,8 +47,8 @@ public sealed record ExpertLoaderOptions
 /// <para>
 /// Gating (<see cref="ExpertLoaderOptions.Prefetch"/>): a prefetch carries the probability that its guess is right; the
 /// gates of <see cref="PrefetchGating"/> skip unlikely guesses, keep prefetches from evicting experts used more often than
-/// the guess is likely right, and hold prefetch reads until the disk has no demand load. Skipped prefetches are counted
-/// by reason in <see cref="Stats"/>.
+/// the guess is likely right, and start prefetch reads only behind the demand loads, a few at a time. Skipped prefetches
+/// are counted by reason in <see cref="Stats"/>.
 /// </para>
 /// </summary>
 public sealed unsafe class ExpertLoader : IDisposable
@@ -98,13 +98,14 @@ public sealed unsafe class ExpertLoader : IDisposable
     private readonly PrefetchGating _gating;
     private long _entries;          // BeginLayer calls so far
     private long _declaredEntry;    // _entries at the latest Request: the layer entered last has asked for its experts
-    private int _demandReads, _prefetchReads; // reads in flight by origin
+    private int _prefetchReads;               // reads in flight issued by a prefetch
+    private double _prefetchDoubt;            // Σ (1 − probability) over them: the wrong guesses expected among them
     private readonly double[] _useValue;      // [layer · E + expert] decayed share of the layer's passes that used the expert
     private readonly bool[] _usedInPass;      // [layer · E + expert] acquired in the layer's current pass
     private double _admitProbability;         // the probability of the prefetch being admitted (for _cheaperThanAdmitted)
     private readonly Func<ExpertKey, bool> _cheaperThanAdmitted;
     private const double UseDecay = 0.9;
-    private const long YieldPieceBytes = 1 << 20; // a multiple of DirectFileReader.Alignment
+    private const long PieceBytes = 4 << 20; // a multiple of DirectFileReader.Alignment
     private int _reading;          // reads in flight
     private long _busySince;       // timestamp the reads in flight went from 0 to 1
     private long _ioBusyTicks;     // closed stretches with reads in flight
@@ -140,7 +141,7 @@ public sealed unsafe class ExpertLoader : IDisposable
         _perLayer = new LayerCounters[layout.LayerCount];
         _useValue = new double[checked(layout.LayerCount * layout.ExpertCount)];
         _usedInPass = new bool[_useValue.Length];
-        _cheaperThanAdmitted = key => UseValue(key) <= _admitProbability;
+        _cheaperThanAdmitted = key => _useValue[IndexOf(key)] <= _admitProbability;
         try
         {
             foreach (string path in layout.Files) _readers[path] = new DirectFileReader(path, _options.AllowDirectIo);
@@ -273,9 +274,9 @@ public sealed unsafe class ExpertLoader : IDisposable
 
     /// <summary>
     /// Starts demand loads of every key that is not resident, without waiting, so several reads run at once; resident keys are
-    /// reserved against eviction. Follow with <see cref="TryAcquire"/> / <see cref="Acquire"/>. With disk-idle gating this
-    /// marks the layer's demand as known: prefetches asked for before it may start once the disk is idle, and queued
-    /// prefetches of this layer that it did not ask for are dropped.
+    /// reserved against eviction. Follow with <see cref="TryAcquire"/> / <see cref="Acquire"/>. With
+    /// <see cref="PrefetchGating.MaxWrongReads"/> this marks the layer's demand as known: prefetches asked for before it may
+    /// start behind its demand loads, and prefetches of this layer that it did not ask for are dropped.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">A key is outside the model.</exception>
     public void Request(ReadOnlySpan<ExpertKey> keys)
@@ -286,7 +287,7 @@ public sealed unsafe class ExpertLoader : IDisposable
             ObjectDisposedException.ThrowIf(_disposed, this);
             foreach (ExpertKey key in keys)
                 if (EnsureDemandLoad(key) is null) Reserve(key, DeadlineOf(key), byPrefetch: false);
-            if (_gating.IdleReads == 0) return;
+            if (_gating.MaxWrongReads == 0) return;
             _declaredEntry = _entries;
             DropStalePrefetches(Position);
             Monitor.PulseAll(_gate);
@@ -561,14 +562,17 @@ public sealed unsafe class ExpertLoader : IDisposable
                 }
                 job.State = JobState.Reading;
                 if (_reading++ == 0) _busySince = Stopwatch.GetTimestamp();
-                if (job.IssuedByPrefetch) _prefetchReads++;
-                else _demandReads++;
+                if (job.IssuedByPrefetch)
+                {
+                    _prefetchReads++;
+                    _prefetchDoubt += 1 - job.Probability;
+                }
             }
             long bytes = 0;
             Exception? error = null;
             try
             {
-                bytes = _gating.IdleReads > 0 && job.IssuedByPrefetch ? ReadYielding(job) : ReadExpert(job.Key, job.Slot);
+                bytes = _gating.MaxWrongReads > 0 && job.IssuedByPrefetch ? ReadAbandonable(job) : ReadExpert(job.Key, job.Slot);
             }
             catch (Exception e)
             {
@@ -577,8 +581,10 @@ public sealed unsafe class ExpertLoader : IDisposable
             lock (_gate)
             {
                 if (--_reading == 0) _ioBusyTicks += Stopwatch.GetTimestamp() - _busySince;
-                if (job.IssuedByPrefetch) _prefetchReads--;
-                else _demandReads--;
+                if (job.IssuedByPrefetch)
+                {
+                    _prefetchDoubt = --_prefetchReads == 0 ? 0 : _prefetchDoubt - (1 - job.Probability);
+                }
                 Complete(job, bytes, error);
                 Monitor.PulseAll(_gate);
             }
@@ -615,8 +621,10 @@ public sealed unsafe class ExpertLoader : IDisposable
                 _prefetch.Dequeue();
                 continue;
             }
-            // Disk-idle gate: no demand read in flight, the layer entered last has declared its demand, room for one more.
-            if (_gating.IdleReads > 0 && (_demandReads > 0 || _prefetchReads >= _gating.IdleReads || job.IssuedEntry >= _declaredEntry)) return null;
+            // Behind demand (no demand load waits here): the layer entered last has asked for its experts, an I/O thread stays
+            // free for the next demand load, and the wrong guesses expected among the prefetch reads stay within MaxWrongReads.
+            if (_gating.MaxWrongReads > 0 && (job.IssuedEntry >= _declaredEntry || _prefetchReads >= Math.Max(1, _workers.Length - 1) ||
+                                         (_prefetchReads > 0 && _prefetchDoubt + (1 - job.Probability) > _gating.MaxWrongReads))) return null;
             _prefetch.Dequeue();
             if (TryClaimSlot(job.Key, demand: false, out int slot, job.Probability))
             {
@@ -692,8 +700,8 @@ public sealed unsafe class ExpertLoader : IDisposable
     }
 
     // Queued prefetches needed at or before position `last` (their layer has run, or asked for its experts without them):
-    // cancelled, or under disk-idle gating counted as skipped because the disk was never idle in time; prefetch reads in
-    // flight then stop at their next piece (see ReadYielding).
+    // cancelled, or with MaxWrongReads counted as skipped because the demand loads kept the disk busy; prefetch reads in flight
+    // then stop at their next piece (see ReadAbandonable).
     private void DropStalePrefetches(long last)
     {
         _staleJobs.Clear();
@@ -701,11 +709,11 @@ public sealed unsafe class ExpertLoader : IDisposable
         {
             if (job.Demand || job.Deadline > last) continue;
             if (job.State == JobState.Queued) _staleJobs.Add(job);
-            else if (job.State == JobState.Reading && _gating.IdleReads > 0) job.Abandoned = true;
+            else if (job.State == JobState.Reading && _gating.MaxWrongReads > 0) job.Abandoned = true;
         }
         foreach (LoadJob job in _staleJobs)
         {
-            if (_gating.IdleReads > 0) DropPrefetch(job, DropReason.Busy);
+            if (_gating.MaxWrongReads > 0) DropPrefetch(job, DropReason.Busy);
             else CancelPrefetch(job);
         }
     }
@@ -785,10 +793,9 @@ public sealed unsafe class ExpertLoader : IDisposable
         _cache.Unpin(job.Key);
     }
 
-    // A prefetch read under disk-idle gating: 1 MiB pieces, pausing between them while a demand read is in flight (unless
-    // the prefetch has become a demand load), so a demand load shares the disk with at most one piece per prefetch. A read
-    // abandoned as stale stops before its next piece (Aborted).
-    private long ReadYielding(LoadJob job)
+    // A prefetch read with MaxWrongReads: 4 MiB pieces (each region of an expert at least one), stopping before the next piece
+    // once abandoned as stale unless it has become a demand load (Aborted).
+    private long ReadAbandonable(LoadJob job)
     {
         ExpertReadPlan plan = _layout.Plan(job.Key);
         byte* slotBase = _cache.Pool.SlotPointer(job.Slot);
@@ -797,18 +804,17 @@ public sealed unsafe class ExpertLoader : IDisposable
         foreach (ExpertReadPlan.Region region in plan.Regions)
         {
             DirectFileReader reader = ReaderFor(region.Path);
-            for (long piece = region.FileOffset; piece < region.DataEnd; piece += YieldPieceBytes)
+            for (long piece = region.FileOffset; piece < region.DataEnd; piece += PieceBytes)
             {
                 lock (_gate)
                 {
-                    while (_demandReads > 0 && !job.Demand && !job.Abandoned && !_disposed) Monitor.Wait(_gate);
                     if (job.Abandoned && !job.Demand)
                     {
                         job.Aborted = true;
                         return total;
                     }
                 }
-                long start = Math.Max(piece, region.DataStart), end = Math.Min(piece + YieldPieceBytes, region.DataEnd);
+                long start = Math.Max(piece, region.DataStart), end = Math.Min(piece + PieceBytes, region.DataEnd);
                 long at = region.SlotOffset + (piece - region.FileOffset);
                 total += reader.ReadCovering(start, end - start, slotBase + at, capacity - at);
             }

@@ -1,5 +1,5 @@
 // Which prefetches are worth their read when the disk is the bottleneck: a guess goes to disk only when it is likely
-// enough, when it evicts nothing used more often than it is likely right, and while no demand load needs the disk.
+// enough, when it evicts nothing used more often than it is likely right, and behind the demand loads, a few at a time.
 using System.Globalization;
 
 namespace Pregate.Experts;
@@ -12,9 +12,12 @@ namespace Pregate.Experts;
 /// <item>Cache value (<see cref="ProtectValuable"/>): a prefetch evicts only an expert whose expected use — the decayed share
 /// of its layer's passes that used it, <c>u ← 0.9·u + 0.1·[used]</c> per pass — is at most the guess's probability; the
 /// eviction policy chooses among those. With a full cache and no such expert the prefetch is skipped.</item>
-/// <item>Disk idle (<see cref="IdleReads"/> &gt; 0): a prefetch read starts only while no demand load is queued or being
-/// read, after the layer being entered has asked for its experts, and at most <see cref="IdleReads"/> prefetch reads run
-/// at once, so a demand load waits behind at most that many reads. A queued prefetch whose layer has come is dropped.</item>
+/// <item>Behind demand (<see cref="MaxWrongReads"/> &gt; 0): a prefetch read starts only while no demand load is waiting, after
+/// the layer being entered has asked for its experts, with an I/O thread left free for the next demand load, and only
+/// while the wrong guesses expected among the prefetch reads in flight, <c>Σ (1 − probability)</c> with this one, stay
+/// within <see cref="MaxWrongReads"/> (one read always may start): sure guesses read in parallel, and a demand load shares the
+/// disk with at most about <see cref="MaxWrongReads"/> wrong ones. A queued prefetch whose layer has come without it is dropped,
+/// and one being read stops at its next 4 MiB piece.</item>
 /// </list>
 /// <see cref="Off"/> lets every guess through as soon as an I/O thread is free. The gates change only which experts are
 /// read and when, never the results.
@@ -25,7 +28,7 @@ public sealed record PrefetchGating
     public static PrefetchGating Off { get; } = new();
 
     /// <summary>The engine's default: the three gates, with the threshold and read limit chosen by measurement (BENCHMARKS.md).</summary>
-    public static PrefetchGating Default { get; } = new() { MinProbability = 0.5, ProtectValuable = true, IdleReads = 1 };
+    public static PrefetchGating Default { get; } = new() { MinProbability = 0.7, ProtectValuable = true, MaxWrongReads = 1 };
 
     /// <summary>The least calibrated probability a guess needs to be prefetched, in [0, 1]; 0 prefetches every guess.</summary>
     public double MinProbability { get; init; }
@@ -33,28 +36,31 @@ public sealed record PrefetchGating
     /// <summary>Prefetches evict only experts expected to be used less often than the guess is likely right.</summary>
     public bool ProtectValuable { get; init; }
 
-    /// <summary>Prefetch reads at once while the disk has no demand load (at least 1); 0: prefetches read alongside demand loads.</summary>
-    public int IdleReads { get; init; }
+    /// <summary>
+    /// The wrong guesses expected among the prefetch reads in flight at most (a guess right with probability q counts
+    /// 1 − q), the reads started only behind the demand loads; 0: every prefetch read as soon as an I/O thread is free.
+    /// </summary>
+    public int MaxWrongReads { get; init; }
 
     /// <summary>True when no gate is on.</summary>
-    public bool IsOff => MinProbability == 0 && !ProtectValuable && IdleReads == 0;
+    public bool IsOff => MinProbability == 0 && !ProtectValuable && MaxWrongReads == 0;
 
     /// <exception cref="ArgumentOutOfRangeException">A probability outside [0, 1] or a negative read limit.</exception>
     public void Validate()
     {
         if (!(MinProbability >= 0 && MinProbability <= 1))
             throw new ArgumentOutOfRangeException(nameof(MinProbability), MinProbability, "the prefetch probability threshold must lie in [0, 1]");
-        ArgumentOutOfRangeException.ThrowIfNegative(IdleReads);
+        ArgumentOutOfRangeException.ThrowIfNegative(MaxWrongReads);
     }
 
-    /// <summary>E.g. "p ≥ 0.5, cache value, 1 idle read" or "off".</summary>
+    /// <summary>E.g. "p ≥ 0.7, cache value, behind demand ≤ 1 wrong read" or "off".</summary>
     public override string ToString()
     {
         if (IsOff) return "off";
         var parts = new List<string>();
         if (MinProbability > 0) parts.Add(string.Create(CultureInfo.InvariantCulture, $"p ≥ {MinProbability:0.###}"));
         if (ProtectValuable) parts.Add("cache value");
-        if (IdleReads > 0) parts.Add(string.Create(CultureInfo.InvariantCulture, $"{IdleReads} idle read{(IdleReads == 1 ? "" : "s")}"));
+        if (MaxWrongReads > 0) parts.Add(string.Create(CultureInfo.InvariantCulture, $"behind demand ≤ {MaxWrongReads} wrong read{(MaxWrongReads == 1 ? "" : "s")}"));
         return string.Join(", ", parts);
     }
 }

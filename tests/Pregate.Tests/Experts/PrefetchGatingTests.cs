@@ -1,6 +1,6 @@
 // The loader's prefetch gates (PrefetchGating): unlikely guesses are neither read nor reserved, a prefetch never evicts an
 // expert used more often than it is likely right, prefetches wait for the layer's demand and are dropped when it passes,
-// yielding reads deliver byte-identical experts, and with gating off every guess is read as before.
+// piecewise prefetch reads deliver byte-identical experts, and with gating off every guess is read as before.
 using Pregate.Experts;
 using Xunit.Abstractions;
 
@@ -120,10 +120,10 @@ public sealed class PrefetchGatingTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
-    public void UnderDiskIdleGatingAPrefetchWaitsForTheNextLayersDemandAndIsDroppedWhenItsLayerPasses()
+    public void BehindDemandAPrefetchWaitsForTheNextLayersDemandAndIsDroppedWhenItsLayerPasses()
     {
         StackedExpertFile model = Model(layers: 3);
-        using ExpertLoader loader = Loader(model.Layout, slots: 4, new PrefetchGating { IdleReads = 1 });
+        using ExpertLoader loader = Loader(model.Layout, slots: 4, new PrefetchGating { MaxWrongReads = 1 });
         loader.BeginLayer(0);
         loader.Request([]);
         loader.Prefetch(new ExpertKey(2, 1)); // asked for after layer 0's demand: waits for layer 1's
@@ -139,7 +139,7 @@ public sealed class PrefetchGatingTests(ITestOutputHelper output) : IDisposable
         loader.Acquire(new ExpertKey(1, 0)).Dispose();
 
         // A prefetch still queued when its layer asks for other experts is dropped as skipped (the disk stayed busy).
-        using ExpertLoader paused = Loader(model.Layout, slots: 4, new PrefetchGating { IdleReads = 1 }, paused: true);
+        using ExpertLoader paused = Loader(model.Layout, slots: 4, new PrefetchGating { MaxWrongReads = 1 }, paused: true);
         paused.BeginLayer(0);
         paused.Request([]);
         paused.Prefetch(new ExpertKey(1, 3));
@@ -159,11 +159,11 @@ public sealed class PrefetchGatingTests(ITestOutputHelper output) : IDisposable
     [Theory]
     [InlineData(1)]
     [InlineData(2)]
-    public void YieldingPrefetchReadsDeliverByteIdenticalExperts(int idleReads)
+    public void PiecewisePrefetchReadsDeliverByteIdenticalExperts(int maxReads)
     {
-        // Parts of 1.1 to 2.3 MB: a prefetch read is several 1 MiB pieces, unaligned at both ends.
-        StackedExpertFile model = Model(layers: 3, experts: 3, partBytes: [1_400_003, 2_300_001, 1_100_007]);
-        using ExpertLoader loader = Loader(model.Layout, slots: 6, new PrefetchGating { IdleReads = idleReads });
+        // Parts of 1.1 and 4.3 MB: the 4.3 MB part is read in two 4 MiB pieces, unaligned at both ends.
+        StackedExpertFile model = Model(layers: 3, experts: 3, partBytes: [1_100_003, 4_300_001, 1_100_007]);
+        using ExpertLoader loader = Loader(model.Layout, slots: 6, new PrefetchGating { MaxWrongReads = maxReads });
         loader.BeginLayer(0);
         loader.Request([]);
         for (int e = 0; e < 3; e++) loader.Prefetch(new ExpertKey(2, e)); // two layers ahead
@@ -178,11 +178,11 @@ public sealed class PrefetchGatingTests(ITestOutputHelper output) : IDisposable
             using (ExpertLease lease = loader.Acquire(new ExpertKey(2, e)))
                 mismatches += model.CountMismatches(lease);
         ExpertCacheStats s = loader.Stats;
-        Print($"{idleReads} idle reads", s);
+        Print($"behind demand ≤ {maxReads} wrong reads", s);
         output.WriteLine($"{mismatches} bytes differ from the file (tolerance 0)");
         Assert.Equal(0, mismatches);
         Assert.Equal((4L, 3L, 3L), (s.Loads, s.PrefetchLoads, s.PrefetchHits));
-        Assert.True(s.BytesRead >= s.Loads * (1_400_003 + 2_300_001 + 1_100_007));
+        Assert.True(s.BytesRead >= s.Loads * (1_100_003 + 4_300_001 + 1_100_007));
     }
 
     [Fact]
@@ -190,11 +190,11 @@ public sealed class PrefetchGatingTests(ITestOutputHelper output) : IDisposable
     {
         StackedExpertFile model = Model();
         Assert.Throws<ArgumentOutOfRangeException>(() => Loader(model.Layout, 2, new PrefetchGating { MinProbability = 1.2 }));
-        Assert.Throws<ArgumentOutOfRangeException>(() => Loader(model.Layout, 2, new PrefetchGating { IdleReads = -1 }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Loader(model.Layout, 2, new PrefetchGating { MaxWrongReads = -1 }));
         Assert.True(PrefetchGating.Off.IsOff);
         Assert.False(PrefetchGating.Default.IsOff);
         Assert.Equal("off", PrefetchGating.Off.ToString());
-        Assert.Equal("p ≥ 0.25, cache value, 2 idle reads", new PrefetchGating { MinProbability = 0.25, ProtectValuable = true, IdleReads = 2 }.ToString());
+        Assert.Equal("p ≥ 0.25, cache value, behind demand ≤ 2 wrong reads", new PrefetchGating { MinProbability = 0.25, ProtectValuable = true, MaxWrongReads = 2 }.ToString());
         using ExpertLoader loader = Loader(model.Layout, 2, PrefetchGating.Default);
         Assert.Throws<ArgumentOutOfRangeException>(() => loader.UseValue(new ExpertKey(3, 0)));
         Assert.Equal(0, loader.UseValue(new ExpertKey(2, 7)));

@@ -26,7 +26,7 @@ public sealed class PrefetchTests(ITestOutputHelper output) : IDisposable
         "default" => PrefetchGating.Default,
         "confident" => new PrefetchGating { MinProbability = 0.9 },
         "valuable" => new PrefetchGating { ProtectValuable = true },
-        "idle" => new PrefetchGating { IdleReads = 2 },
+        "behind" => new PrefetchGating { MaxWrongReads = 2 },
         _ => throw new ArgumentOutOfRangeException(nameof(name), name, null),
     };
 
@@ -35,7 +35,7 @@ public sealed class PrefetchTests(ITestOutputHelper output) : IDisposable
     [InlineData(PredictorKind.NextGate, 1, 0, "off")]
     [InlineData(PredictorKind.NextGate, 1, 0, "default")]
     [InlineData(PredictorKind.NextGate, 2, 1, "default")]
-    [InlineData(PredictorKind.NextGate, 2, 1, "idle")]
+    [InlineData(PredictorKind.NextGate, 2, 1, "behind")]
     [InlineData(PredictorKind.Pregate, 1, 1, "off")]
     [InlineData(PredictorKind.Pregate, 1, 1, "default")]
     [InlineData(PredictorKind.Pregate, 1, 0, "confident")]
@@ -76,8 +76,8 @@ public sealed class PrefetchTests(ITestOutputHelper output) : IDisposable
                          $"skipped {st.Cache.PrefetchesSkippedUnlikely}/{st.Cache.PrefetchesSkippedValuable}/{st.Cache.PrefetchesSkippedBusy} (unlikely/valuable/busy), stall {st.StallMsPerToken:0.00} ms/token");
         if (gating == "off") Assert.Equal(0, st.Cache.PrefetchesSkipped);
         if (gating == "confident") Assert.True(st.Cache.PrefetchesSkippedUnlikely > 0, "no guess fell below a 0.9 threshold");
-        if (gating is "valuable" or "idle") Assert.Equal(0, st.Cache.PrefetchesSkippedUnlikely);
-        if (gating is "confident" or "idle") Assert.Equal(0, st.Cache.PrefetchesSkippedValuable);
+        if (gating is "valuable" or "behind") Assert.Equal(0, st.Cache.PrefetchesSkippedUnlikely);
+        if (gating is "confident" or "behind") Assert.Equal(0, st.Cache.PrefetchesSkippedValuable);
         if (gating is "confident" or "valuable") Assert.Equal(0, st.Cache.PrefetchesSkippedBusy);
         if (kind == PredictorKind.None)
         {
