@@ -47,6 +47,21 @@ internal sealed class EngineOptionSet
     public readonly Option<string?> PredictorFile = new("--predictor-file") { Description = "the calibrated predictor file (default: next to the model)" };
     public readonly Option<int> Lookahead = new("--lookahead") { Description = "layers ahead to prefetch: 1 or 2", DefaultValueFactory = _ => 1 };
     public readonly Option<int> PredictExtra = new("--predict-extra") { Description = "prefetch the top k + N guesses", DefaultValueFactory = _ => 0 };
+    public readonly Option<double> PrefetchMinProb = new("--prefetch-min-prob")
+    {
+        Description = "prefetch a guess only when the share of such guesses (same rank and softmax score) that the layer routed to, counted while running, is at least P; 0 prefetches every guess",
+        DefaultValueFactory = _ => PrefetchGating.Default.MinProbability,
+    };
+    public readonly Option<string> PrefetchEvict = new("--prefetch-evict")
+    {
+        Description = "which cached experts a prefetch may evict: cheaper (only those used less often than the guess is likely right, the default) or any (the cache policy's victim)",
+        DefaultValueFactory = _ => PrefetchGating.Default.ProtectValuable ? "cheaper" : "any",
+    };
+    public readonly Option<int> PrefetchReads = new("--prefetch-reads")
+    {
+        Description = "prefetch reads start behind the layer's demand loads, while the wrong guesses expected among those in flight (a guess right with probability q counts 1 - q) stay within N; 0: every prefetch read as soon as guessed",
+        DefaultValueFactory = _ => PrefetchGating.Default.MaxWrongReads,
+    };
     public readonly Option<string> Backend = new("--backend")
     {
         Description = "where the forward pass runs: cpu, or cuda (an NVIDIA GPU; --expert-memory then budgets VRAM, the slow tier is pinned host memory)",
@@ -58,7 +73,7 @@ internal sealed class EngineOptionSet
 
     public void AddTo(Command c)
     {
-        foreach (var o in new Option[] { Model, Threads, Context, ExpertMemory, Cache, OnMiss, LowPrecisionBelow, Predictor, PredictorFile, Lookahead, PredictExtra, Backend }) c.Options.Add(o);
+        foreach (var o in new Option[] { Model, Threads, Context, ExpertMemory, Cache, OnMiss, LowPrecisionBelow, Predictor, PredictorFile, Lookahead, PredictExtra, PrefetchMinProb, PrefetchEvict, PrefetchReads, Backend }) c.Options.Add(o);
     }
 
     public string ModelPath(ParseResult p) => p.GetValue(Model) ?? DefaultModel.Require();
@@ -90,6 +105,7 @@ internal sealed class EngineOptionSet
             if (!PredictorKinds.TryParse(name, out var kind)) throw new UserException($"--predictor must be none, next-gate, pregate or oracle, not '{name}'");
             predictor = kind;
         }
+        var gating = Gating(p);
         string backend = p.GetValue(Backend)!.ToLowerInvariant();
         if (backend is not ("cpu" or "cuda")) throw new UserException($"--backend must be cpu or cuda, not '{backend}'");
         return new EngineOptions
@@ -97,7 +113,21 @@ internal sealed class EngineOptionSet
             Backend = backend == "cuda" ? CreateCudaEngine : null,
             Threads = p.GetValue(Threads), Context = p.GetValue(Context), ExpertMemory = memory, CachePolicy = policy, OnMiss = missPolicy, LowPrecisionBelow = lowBelow,
             Predictor = predictor, PredictorFile = p.GetValue(PredictorFile), Lookahead = p.GetValue(Lookahead), PredictExtra = p.GetValue(PredictExtra),
+            PrefetchGating = gating,
         };
+    }
+
+    /// <summary>The prefetch gating of --prefetch-min-prob, --prefetch-evict and --prefetch-reads.</summary>
+    /// <exception cref="UserException">A value is out of range.</exception>
+    public PrefetchGating Gating(ParseResult p)
+    {
+        double minProb = p.GetValue(PrefetchMinProb);
+        if (!(minProb >= 0 && minProb <= 1)) throw new UserException($"--prefetch-min-prob must lie between 0 and 1, not {minProb.ToString(CultureInfo.InvariantCulture)}");
+        string evict = p.GetValue(PrefetchEvict)!.ToLowerInvariant();
+        if (evict is not ("cheaper" or "any")) throw new UserException($"--prefetch-evict must be cheaper or any, not '{evict}'");
+        int reads = p.GetValue(PrefetchReads);
+        if (reads < 0) throw new UserException($"--prefetch-reads must be at least 0, not {reads}");
+        return new PrefetchGating { MinProbability = minProb, ProtectValuable = evict == "cheaper", MaxWrongReads = reads };
     }
 
     public ModelSession Open(ParseResult p)
@@ -132,7 +162,9 @@ internal sealed class EngineOptionSet
         if (!placement.Offloaded) return "experts: resident, no expert I/O";
         long uses = s.Cache.Hits + s.Cache.Misses;
         string prediction = s.PredictionRecall is double r
-            ? string.Create(CultureInfo.InvariantCulture, $", prefetches {s.Cache.PrefetchHits} used / {s.Cache.PrefetchesWasted} wasted, prediction recall {r * 100:0.0}%")
+            ? string.Create(CultureInfo.InvariantCulture, $", prefetches {s.Cache.PrefetchHits} used / {s.Cache.PrefetchesWasted} wasted") +
+              (s.Cache.PrefetchesSkipped == 0 ? "" : $" / {s.Cache.PrefetchesSkipped} skipped") +
+              string.Create(CultureInfo.InvariantCulture, $", prediction recall {r * 100:0.0}%")
             : "";
         string inPlace = s.ComputedInPlace == 0 ? "" : $", {s.ComputedInPlace} computed in place ({ByteSize.Format(s.ComputedInPlaceBytes)} from the map)";
         string low = placement.LowPrecisionType is not { } type ? "" : string.Create(CultureInfo.InvariantCulture,

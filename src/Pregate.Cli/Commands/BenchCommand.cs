@@ -291,6 +291,9 @@ internal static class BenchCommand
                 Number("prediction_precision", off ? experts.PredictionPrecision : null);
                 Number("prefetch_precision", off ? experts.PrefetchPrecision : null);
                 Number("prefetch_bytes_wasted", off ? experts.Cache.PrefetchBytesWasted : null);
+                Number("prefetches_skipped_unlikely", off ? experts.Cache.PrefetchesSkippedUnlikely : null);
+                Number("prefetches_skipped_valuable", off ? experts.Cache.PrefetchesSkippedValuable : null);
+                Number("prefetches_skipped_busy", off ? experts.Cache.PrefetchesSkippedBusy : null);
                 Number("io_busy_fraction", off ? experts.IoBusyFraction : null);
                 Number("stall_ms_per_token", off ? experts.StallMsPerToken : null);
                 Number("bytes_read_per_token", off ? experts.BytesPerToken : null);
@@ -317,6 +320,7 @@ internal static class BenchCommand
                         w.WriteString("low_precision_type", Core.DTypes.Name(lowType));
                         w.WriteNumber("low_precision_below", placement.LowPrecisionBelow);
                     }
+                    w.WriteString("prefetch_gating", placement.Gating?.ToString());
                     w.WriteNumber("slots", placement.SlotCount);
                     w.WriteBoolean("direct_io", placement.DirectIo);
                 }
@@ -324,6 +328,7 @@ internal static class BenchCommand
                 {
                     w.WriteNull("cache_policy");
                     w.WriteNull("predictor");
+                    w.WriteNull("prefetch_gating");
                 }
                 w.WriteNumber("expert_tokens", experts.Tokens);
                 w.WriteStartArray("layers");
@@ -346,6 +351,9 @@ internal static class BenchCommand
                     w.WriteNumber("prefetches_wasted", c.PrefetchesWasted);
                     w.WriteNumber("prefetches_cancelled", c.PrefetchesCancelled);
                     w.WriteNumber("prefetch_bytes_wasted", c.PrefetchBytesWasted);
+                    w.WriteNumber("prefetches_skipped_unlikely", c.PrefetchesSkippedUnlikely);
+                    w.WriteNumber("prefetches_skipped_valuable", c.PrefetchesSkippedValuable);
+                    w.WriteNumber("prefetches_skipped_busy", c.PrefetchesSkippedBusy);
                     Number("prefetch_precision", c.PrefetchPrecision);
                     w.WriteNumber("prediction_checks", l.PredictionChecks);
                     w.WriteNumber("prediction_hits", l.PredictionHits);

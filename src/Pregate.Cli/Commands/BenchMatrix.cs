@@ -13,8 +13,12 @@ using Pregate.Formats;
 
 namespace Pregate.Cli.Commands;
 
-/// <summary>One configuration of a matrix: a label, a budget and the cache/predictor settings (or the llama.cpp peer).</summary>
-internal sealed record BenchJob(string Config, string Budget, ExpertMemory Memory, EvictionPolicyKind Policy, PredictorKind? Predictor, bool LlamaPeer = false)
+/// <summary>
+/// One configuration of a matrix: a label, a budget and the cache/predictor settings (or the llama.cpp peer);
+/// <see cref="Gating"/> null takes the command line's prefetch gating.
+/// </summary>
+internal sealed record BenchJob(string Config, string Budget, ExpertMemory Memory, EvictionPolicyKind Policy, PredictorKind? Predictor, bool LlamaPeer = false,
+    PrefetchGating? Gating = null)
 {
     /// <summary>Why the configuration is not run; null when it is.</summary>
     public string? Skip { get; init; }
@@ -34,8 +38,9 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
 
     /// <summary>
     /// On demand (no predictor, LRU, the minimum budget: one layer's top-k slots, so nothing is reused beyond the layer
-    /// being computed), then at each budget the cache alone (score policy), cache + next-gate, cache + pregate (when a
-    /// calibrated predictor file exists) and cache + oracle, then resident experts (and llama.cpp with --vs-llama).
+    /// being computed), then at each budget the cache alone (score policy), then cache + next-gate, cache + pregate (when a
+    /// calibrated predictor file exists) and cache + oracle, each with every guess prefetched and again with the command
+    /// line's prefetch gating ("(gated)"), then resident experts (and llama.cpp with --vs-llama).
     /// </summary>
     public int RunAblation(IReadOnlyList<ExpertMemory> budgets)
     {
@@ -44,16 +49,17 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
         jobs.Add(new BenchJob("on-demand", $"min ({ByteSize.Format(minimum)})", ExpertMemory.OfBytes(minimum), EvictionPolicyKind.Lru, PredictorKind.None));
         var o = engine.Options(parse, null, "score");
         string pregateFile = o.PredictorFile ?? LinearPregate.DefaultPath(_modelPath);
+        string? noPregate = File.Exists(pregateFile) ? null : $"no calibrated predictor at {pregateFile} (pregate calibrate)";
+        string? noGating = o.PrefetchGating.IsOff ? "prefetch gating is off on the command line" : null;
         foreach (var budget in budgets.Where(b => !b.IsResident))
         {
             string label = budget.ToString();
             jobs.Add(new BenchJob("cache", label, budget, EvictionPolicyKind.Score, PredictorKind.None));
-            jobs.Add(new BenchJob("cache+next-gate", label, budget, EvictionPolicyKind.Score, PredictorKind.NextGate));
-            jobs.Add(new BenchJob("cache+pregate", label, budget, EvictionPolicyKind.Score, PredictorKind.Pregate)
+            foreach (var (name, kind, skip) in new[] { ("next-gate", PredictorKind.NextGate, null), ("pregate", PredictorKind.Pregate, noPregate), ("oracle", PredictorKind.Oracle, null) })
             {
-                Skip = File.Exists(pregateFile) ? null : $"no calibrated predictor at {pregateFile} (pregate calibrate)",
-            });
-            jobs.Add(new BenchJob("cache+oracle", label, budget, EvictionPolicyKind.Score, PredictorKind.Oracle));
+                jobs.Add(new BenchJob($"cache+{name}", label, budget, EvictionPolicyKind.Score, kind, Gating: PrefetchGating.Off) { Skip = skip });
+                jobs.Add(new BenchJob($"cache+{name} (gated)", label, budget, EvictionPolicyKind.Score, kind, Gating: o.PrefetchGating) { Skip = skip ?? noGating });
+            }
         }
         jobs.Add(new BenchJob("resident", "all", ExpertMemory.All, EvictionPolicyKind.Score, PredictorKind.None));
         if (vsLlama) jobs.Add(new BenchJob("llama.cpp", "mmap", ExpertMemory.All, EvictionPolicyKind.Score, null, LlamaPeer: true));
@@ -148,7 +154,11 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
     private BenchRow RunHere(BenchJob job, EngineOptions baseOptions, RoutingTrace? trace)
     {
         ResetPeakRss();
-        var options = baseOptions with { ExpertMemory = job.Memory, CachePolicy = job.Policy, Predictor = job.Predictor, OracleTrace = job.Predictor == PredictorKind.Oracle ? trace : null };
+        var options = baseOptions with
+        {
+            ExpertMemory = job.Memory, CachePolicy = job.Policy, Predictor = job.Predictor, OracleTrace = job.Predictor == PredictorKind.Oracle ? trace : null,
+            PrefetchGating = job.Gating ?? baseOptions.PrefetchGating,
+        };
         string? text = null;
         try
         {
@@ -180,6 +190,9 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
             args.AddRange(["--predictor", PredictorKinds.Name(kind)]);
             if (kind == PredictorKind.Oracle) args.AddRange(["--oracle-trace", traceFile!]);
         }
+        var gating = job.Gating ?? engine.Gating(parse);
+        args.AddRange(["--prefetch-min-prob", gating.MinProbability.ToString("R", CultureInfo.InvariantCulture), "--prefetch-evict", gating.ProtectValuable ? "cheaper" : "any",
+            "--prefetch-reads", gating.MaxWrongReads.ToString(CultureInfo.InvariantCulture)]);
         args.AddRange(CommonArguments());
         using var group = MemoryCgroup.Create(GroupName(job.Config), cap);
         var (code, output, errors) = Execute(MemoryCgroup.StartInfo(group, SelfExecutable(), args));
@@ -338,10 +351,13 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
                 w.WriteString("budget", r.Job.Budget);
                 w.WriteString("cache_policy", r.Job.LlamaPeer || r.Job.Memory.IsResident ? null : PolicyName(r.Job.Policy));
                 w.WriteString("predictor", r.Job.Predictor is PredictorKind k && !r.Job.Memory.IsResident ? PredictorKinds.Name(k) : null);
+                w.WriteString("prefetch_gating", r.Job.Predictor is PredictorKind and not PredictorKind.None && !r.Job.Memory.IsResident && !r.Job.LlamaPeer
+                    ? (r.Job.Gating ?? engine.Gating(parse)).ToString() : null);
                 w.WriteString("status", r.Status);
                 w.WriteString("note", r.Note);
                 foreach (string field in (string[])["decode_tok_s", "prefill_tok_s", "expert_hit_rate", "prediction_recall", "prediction_precision", "prefetch_precision",
-                             "stall_ms_per_token", "io_busy_fraction", "bytes_read_per_token", "prefetch_bytes_wasted", "expert_memory_bytes"])
+                             "stall_ms_per_token", "io_busy_fraction", "bytes_read_per_token", "prefetch_bytes_wasted", "prefetches_skipped_unlikely",
+                             "prefetches_skipped_valuable", "prefetches_skipped_busy", "expert_memory_bytes"])
                 {
                     if (r.Number(field) is double v) w.WriteNumber(field, v);
                     else w.WriteNull(field);
@@ -364,7 +380,6 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
     private string Markdown(string mode, List<BenchRow> rows, bool? pageCacheDropped)
     {
         var s = new StringBuilder();
-        string Inv(FormattableString f) => f.ToString(CultureInfo.InvariantCulture);
         s.AppendLine(Inv($"# bench {mode}: {Path.GetFileName(_modelPath)}"));
         s.AppendLine();
         s.Append(Inv($"Prompt {settings.PromptTokens} tokens, {settings.GenTokens} decoded ({(settings.Decode == BenchmarkDecode.Greedy ? "greedy" : "forced")}), median of {rounds} rounds"));
@@ -372,29 +387,37 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
             ? Inv($"; each configuration in a child process under a {ByteSize.Format(cap)} cgroup memory cap{(pageCacheDropped == true ? ", page cache dropped before each" : ", page cache NOT dropped (not writable)")}.")
             : "; all configurations in one process (no memory cap).");
         s.AppendLine();
-        s.AppendLine("| config | budget | decode tok/s | prefill tok/s | hit rate | recall | precision | stall ms/token | io busy | bytes read/token | peak memory |");
-        s.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        s.AppendLine("| config | budget | decode tok/s | prefill tok/s | hit rate | recall | precision | stall ms/token | io busy | bytes read/token | skipped u/v/b | peak memory |");
+        s.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var r in rows)
         {
             if (r.Status != "ok")
             {
-                s.AppendLine($"| {r.Job.Config} | {r.Job.Budget} | {r.Status}: {r.Note?.Replace('|', '/')} | | | | | | | | {Bytes(r.PeakMemoryBytes)} |");
+                s.AppendLine($"| {r.Job.Config} | {r.Job.Budget} | {r.Status}: {r.Note?.Replace('|', '/')} | | | | | | | | | {Bytes(r.PeakMemoryBytes)} |");
                 continue;
             }
             s.AppendLine(Inv($"| {r.Job.Config} | {r.Job.Budget} | {Fixed(r.Number("decode_tok_s"))} | {Fixed(r.Number("prefill_tok_s"))} | {Percent(r.Number("expert_hit_rate"))} | ") +
                 Inv($"{Percent(r.Number("prediction_recall"))} | {Percent(r.Number("prediction_precision"))} | {Fixed(r.Number("stall_ms_per_token"), "0.000")} | ") +
-                Inv($"{Percent(r.Number("io_busy_fraction"))} | {Bytes(r.Number("bytes_read_per_token") is double b ? (long)b : null)} | {Bytes(r.PeakMemoryBytes)}{(r.LimitHits is > 0 ? Inv($" ({r.LimitHits} limit hits)") : "")} |"));
+                Inv($"{Percent(r.Number("io_busy_fraction"))} | {Bytes(r.Number("bytes_read_per_token") is double b ? (long)b : null)} | {Skipped(r)} | {Bytes(r.PeakMemoryBytes)}{(r.LimitHits is > 0 ? Inv($" ({r.LimitHits} limit hits)") : "")} |"));
         }
         s.AppendLine();
         if (mode == "ablation")
             s.Append("on-demand: no predictor, LRU, the minimum budget (one layer's top-k slots: nothing is reused beyond the layer being computed). " +
-                     "cache: the score policy without a predictor; cache+X: the score policy with predictor X (oracle: the routing recorded in a resident run). ");
+                     "cache: the score policy without a predictor; cache+X: the score policy with predictor X (oracle: the routing recorded in a resident run), " +
+                     Inv($"every guess prefetched; (gated): prefetches gated ({engine.Gating(parse)}). "));
         else
             s.Append(Inv($"config: the cache policy; predictor: {(engine.Options(parse, null, "score").Predictor is PredictorKind k ? PredictorKinds.Name(k) : "the default (pregate when calibrated, else next-gate)")}. "));
         s.AppendLine("recall / precision: of the experts a decoded token's layer routed to, the share guessed one layer ahead / of the guesses, the share " +
-                     "routed to. Hit rates, stalls and bytes are averaged over every pass (warm-up included).");
+                     "routed to. skipped u/v/b: prefetches the gates turned down as unlikely / as evicting a more valuable expert / for a busy disk. " +
+                     "Hit rates, stalls and bytes are averaged over every pass (warm-up included).");
         return s.ToString();
     }
+
+    private static string Skipped(BenchRow r) =>
+        r.Number("prefetches_skipped_unlikely") is double u && r.Number("prefetches_skipped_valuable") is double v && r.Number("prefetches_skipped_busy") is double b
+            ? Inv($"{u:0}/{v:0}/{b:0}") : "-";
+
+    private static string Inv(FormattableString f) => f.ToString(CultureInfo.InvariantCulture);
 
     private static string Fixed(double? v, string format = "0.0") => v is double d ? d.ToString(format, CultureInfo.InvariantCulture) : "-";
     private static string Percent(double? v) => v is double d ? (d * 100).ToString("0.0", CultureInfo.InvariantCulture) + "%" : "-";

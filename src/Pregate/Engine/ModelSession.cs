@@ -61,6 +61,12 @@ public sealed record EngineOptions
     /// <summary>Guesses beyond top-k to prefetch.</summary>
     public int PredictExtra { get; init; }
 
+    /// <summary>
+    /// Which of the predictor's guesses an offloaded run reads, and when (<see cref="Experts.PrefetchGating"/>): by default
+    /// only likely guesses, never evicting a more valuable expert, and only while the disk has no demand load.
+    /// </summary>
+    public PrefetchGating PrefetchGating { get; init; } = PrefetchGating.Default;
+
     /// <summary>The recorded routing the oracle predictor replays (<see cref="PredictorKind.Oracle"/> needs it; benchmarks record it).</summary>
     public RoutingTrace? OracleTrace { get; init; }
 
@@ -78,6 +84,8 @@ public sealed record EngineOptions
         if (PredictExtra < 0) throw new ArgumentException($"predict-extra must be at least 0, not {PredictExtra}");
         if (!float.IsFinite(LowPrecisionBelow) || LowPrecisionBelow < 0)
             throw new ArgumentException($"low-precision-below must be a routing weight of at least 0, not {LowPrecisionBelow}");
+        ArgumentNullException.ThrowIfNull(PrefetchGating);
+        PrefetchGating.Validate();
         if (Predictor == PredictorKind.Oracle && OracleTrace is null)
             throw new ArgumentException("the oracle predictor replays the routing of an identical earlier run: only pregate bench records one; use none, next-gate or pregate");
     }
@@ -94,6 +102,7 @@ public sealed record EngineOptions
 /// <param name="BudgetCoversAll">Resident because the budget given (<see cref="BudgetBytes"/>) covers every routed expert.</param>
 /// <param name="LowPrecisionType">With <see cref="MissPolicy.LowPrecision"/>: the type of the copies missed experts are computed from.</param>
 /// <param name="LowPrecisionBelow">With <see cref="MissPolicy.LowPrecision"/>: the routing weight below which they are.</param>
+/// <param name="Gating">The gates prefetches pass when offloaded with a predictor; null otherwise.</param>
 public sealed record ExpertPlacement(
     bool Offloaded,
     bool Automatic,
@@ -108,12 +117,13 @@ public sealed record ExpertPlacement(
     MissPolicy OnMiss = MissPolicy.Load,
     bool BudgetCoversAll = false,
     DType? LowPrecisionType = null,
-    float LowPrecisionBelow = 0)
+    float LowPrecisionBelow = 0,
+    PrefetchGating? Gating = null)
 {
     /// <summary>
     /// One line: "experts: resident (all 588 MiB mapped)", "experts: resident (all 588 MiB mapped; budget 1 GiB covers every
     /// expert)" or "experts: offloaded, budget 200 MiB (21 slots of 9.19 MiB), policy score, predictor next-gate, O_DIRECT on"
-    /// (", on miss compute|auto" when not load; ", on miss low-precision (q4_0 copies below weight 0.3)").
+    /// (", on miss compute|auto" when not load; ", on miss low-precision (q4_0 copies below weight 0.3)"; ", prefetch gating p ≥ 0.7, cache value, behind demand ≤ 1 wrong read" when guesses are gated).
     /// </summary>
     public string Describe()
     {
@@ -122,9 +132,10 @@ public sealed record ExpertPlacement(
         string miss = OnMiss == MissPolicy.Load ? "" : $", on miss {MissPolicies.Name(OnMiss)}";
         if (LowPrecisionType is DType low)
             miss += string.Create(System.Globalization.CultureInfo.InvariantCulture, $" ({DTypes.Name(low)} copies below weight {LowPrecisionBelow:0.###})");
+        string gating = Gating is { IsOff: false } g ? $", prefetch gating {g}" : "";
         return Offloaded
             ? $"experts: offloaded, budget {ByteSize.Format(BudgetBytes)} ({SlotCount} slots of {ByteSize.Format(SlotBytes)}), " +
-              $"policy {Policy.ToString().ToLowerInvariant()}, predictor {Predictor}{miss}, O_DIRECT {(DirectIo ? "on" : "off")}{chosen}"
+              $"policy {Policy.ToString().ToLowerInvariant()}, predictor {Predictor}{gating}{miss}, O_DIRECT {(DirectIo ? "on" : "off")}{chosen}"
             : $"experts: resident (all {ByteSize.Format(ExpertBytes)} mapped{covers}){chosen}";
     }
 }
@@ -222,10 +233,11 @@ public sealed class ModelSession : IDisposable
         var runner = new OffloadedExperts(ck, layout, new OffloadOptions
         {
             BudgetBytes = budget, Policy = o.CachePolicy, Predictor = predictor, Lookahead = o.Lookahead, PredictExtra = o.PredictExtra,
-            OnMiss = o.OnMiss, LowPrecisionBelow = o.LowPrecisionBelow,
+            OnMiss = o.OnMiss, LowPrecisionBelow = o.LowPrecisionBelow, Loader = new ExpertLoaderOptions { Prefetch = o.PrefetchGating },
         });
         return (new ExpertPlacement(true, automatic, layout.TotalBytes, budget, runner.SlotCount, runner.SlotBytes, o.CachePolicy, runner.DirectIo,
-            available, predictorName, o.OnMiss, LowPrecisionType: runner.LowPrecisionType, LowPrecisionBelow: runner.LowPrecisionBelow), runner);
+            available, predictorName, o.OnMiss, LowPrecisionType: runner.LowPrecisionType, LowPrecisionBelow: runner.LowPrecisionBelow,
+            Gating: predictor is null ? null : o.PrefetchGating), runner);
     }
 
     // The predictor asked for; by default the calibrated one when its file sits next to the model, else next-gate.

@@ -43,13 +43,25 @@ public sealed class ExpertCache : IDisposable
     /// </summary>
     /// <returns>False when no slot is free and every resident expert is pinned.</returns>
     /// <exception cref="InvalidOperationException">The expert is already resident.</exception>
-    public bool TryAdmit(ExpertKey key, out int slot, out ExpertKey? evicted)
+    public bool TryAdmit(ExpertKey key, out int slot, out ExpertKey? evicted) => TryAdmit(key, _isEvictable, out slot, out evicted);
+
+    /// <summary>
+    /// As <see cref="TryAdmit(ExpertKey, out int, out ExpertKey?)"/>, but the victim is chosen only among unpinned experts that
+    /// <paramref name="mayEvict"/> accepts (a free slot is always taken first).
+    /// </summary>
+    /// <returns>False when no slot is free and no unpinned expert is accepted.</returns>
+    /// <exception cref="InvalidOperationException">The expert is already resident.</exception>
+    public bool TryAdmit(ExpertKey key, Func<ExpertKey, bool> mayEvict, out int slot, out ExpertKey? evicted)
     {
+        ArgumentNullException.ThrowIfNull(mayEvict);
         if (_slotOf.ContainsKey(key)) throw new InvalidOperationException($"Expert {key} is already resident.");
         evicted = null;
         if (!_free.TryPop(out slot))
         {
-            if (!Policy.TryChooseVictim(_isEvictable, out ExpertKey victim)) return false;
+            bool chosen = mayEvict == _isEvictable
+                ? Policy.TryChooseVictim(_isEvictable, out ExpertKey victim)
+                : Policy.TryChooseVictim(k => _isEvictable(k) && mayEvict(k), out victim);
+            if (!chosen) return false;
             slot = _slotOf[victim];
             if (_pins[slot] != 0) throw new InvalidOperationException($"The eviction policy chose pinned expert {victim}.");
             _slotOf.Remove(victim);

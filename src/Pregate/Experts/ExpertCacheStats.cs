@@ -14,6 +14,11 @@ namespace Pregate.Experts;
 /// <item><see cref="Stall"/>: total time acquires waited for reads or free slots; <see cref="IoBusy"/>: total time at least
 /// one read was in flight (divide by the wall time of the same stretch for the I/O busy fraction).</item>
 /// <item><see cref="PrefetchBytesWasted"/>: bytes read by prefetches that were evicted before any use.</item>
+/// <item>Prefetches the gates of <see cref="PrefetchGating"/> turned down, none read nor counted as wasted:
+/// <see cref="PrefetchesSkippedUnlikely"/> (the guess's probability was below the threshold; the expert was neither
+/// resident nor loading), <see cref="PrefetchesSkippedValuable"/> (every expert the prefetch could evict was expected to be
+/// used more often than the guess was likely right) and <see cref="PrefetchesSkippedBusy"/> (demand loads and earlier
+/// prefetches kept the disk until the prefetch's layer came without it).</item>
 /// </list>
 /// </summary>
 public readonly record struct ExpertCacheStats(
@@ -28,7 +33,10 @@ public readonly record struct ExpertCacheStats(
     long PrefetchesCancelled,
     TimeSpan Stall,
     TimeSpan IoBusy = default,
-    long PrefetchBytesWasted = 0)
+    long PrefetchBytesWasted = 0,
+    long PrefetchesSkippedUnlikely = 0,
+    long PrefetchesSkippedValuable = 0,
+    long PrefetchesSkippedBusy = 0)
 {
     /// <summary>Hits / (hits + misses); 0 when nothing was acquired.</summary>
     public double HitRate => Hits + Misses == 0 ? 0 : (double)Hits / (Hits + Misses);
@@ -46,15 +54,22 @@ public readonly record struct ExpertCacheStats(
         }
     }
 
+    /// <summary>Prefetches the gates turned down, for every reason.</summary>
+    public long PrefetchesSkipped => PrefetchesSkippedUnlikely + PrefetchesSkippedValuable + PrefetchesSkippedBusy;
+
     /// <summary>Counter-wise sum (e.g. the layers' figures added up).</summary>
     public static ExpertCacheStats operator +(ExpertCacheStats a, ExpertCacheStats b) => new(
         a.Hits + b.Hits, a.Misses + b.Misses, a.Loads + b.Loads, a.BytesRead + b.BytesRead, a.Evictions + b.Evictions,
         a.PrefetchLoads + b.PrefetchLoads, a.PrefetchHits + b.PrefetchHits, a.PrefetchesWasted + b.PrefetchesWasted,
-        a.PrefetchesCancelled + b.PrefetchesCancelled, a.Stall + b.Stall, a.IoBusy + b.IoBusy, a.PrefetchBytesWasted + b.PrefetchBytesWasted);
+        a.PrefetchesCancelled + b.PrefetchesCancelled, a.Stall + b.Stall, a.IoBusy + b.IoBusy, a.PrefetchBytesWasted + b.PrefetchBytesWasted,
+        a.PrefetchesSkippedUnlikely + b.PrefetchesSkippedUnlikely, a.PrefetchesSkippedValuable + b.PrefetchesSkippedValuable,
+        a.PrefetchesSkippedBusy + b.PrefetchesSkippedBusy);
 
     /// <summary>Counter-wise difference (e.g. the figures of one decode step).</summary>
     public static ExpertCacheStats operator -(ExpertCacheStats a, ExpertCacheStats b) => new(
         a.Hits - b.Hits, a.Misses - b.Misses, a.Loads - b.Loads, a.BytesRead - b.BytesRead, a.Evictions - b.Evictions,
         a.PrefetchLoads - b.PrefetchLoads, a.PrefetchHits - b.PrefetchHits, a.PrefetchesWasted - b.PrefetchesWasted,
-        a.PrefetchesCancelled - b.PrefetchesCancelled, a.Stall - b.Stall, a.IoBusy - b.IoBusy, a.PrefetchBytesWasted - b.PrefetchBytesWasted);
+        a.PrefetchesCancelled - b.PrefetchesCancelled, a.Stall - b.Stall, a.IoBusy - b.IoBusy, a.PrefetchBytesWasted - b.PrefetchBytesWasted,
+        a.PrefetchesSkippedUnlikely - b.PrefetchesSkippedUnlikely, a.PrefetchesSkippedValuable - b.PrefetchesSkippedValuable,
+        a.PrefetchesSkippedBusy - b.PrefetchesSkippedBusy);
 }

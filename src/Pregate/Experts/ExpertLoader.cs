@@ -20,6 +20,9 @@ public sealed record ExpertLoaderOptions
     /// <summary>Read with O_DIRECT where the filesystem allows it (else buffered reads with DONTNEED advice).</summary>
     public bool AllowDirectIo { get; init; } = true;
 
+    /// <summary>Which prefetches are read, and when (<see cref="PrefetchGating"/>); by default every one, as soon as an I/O thread is free.</summary>
+    public PrefetchGating Prefetch { get; init; } = PrefetchGating.Off;
+
     /// <summary>Create the I/O threads paused until <see cref="ExpertLoader.Resume"/> (lets tests stage a queue).</summary>
     internal bool StartPaused { get; init; }
 }
@@ -41,6 +44,12 @@ public sealed record ExpertLoaderOptions
 /// <see cref="ExpertLoaderOptions.SlotWaitTimeout"/>. The waiting thread must not itself hold the leases that fill the pool:
 /// that wait ends in <see cref="TimeoutException"/>, never a hang.
 /// </para>
+/// <para>
+/// Gating (<see cref="ExpertLoaderOptions.Prefetch"/>): a prefetch carries the probability that its guess is right; the
+/// gates of <see cref="PrefetchGating"/> skip unlikely guesses, keep prefetches from evicting experts used more often than
+/// the guess is likely right, and start prefetch reads only behind the demand loads, a few at a time. Skipped prefetches
+/// are counted by reason in <see cref="Stats"/>.
+/// </para>
 /// </summary>
 public sealed unsafe class ExpertLoader : IDisposable
 {
@@ -53,6 +62,10 @@ public sealed unsafe class ExpertLoader : IDisposable
         public long Deadline { get; set; } = deadline;        // position (token · layers + layer) it is needed at
         public bool Demand { get; set; } = demand;            // someone acquires or requested it
         public bool IssuedByPrefetch { get; set; } = !demand; // its read started on a prefetch's behalf
+        public double Probability { get; set; } = 1;          // the chance a prefetch's guess is right
+        public long IssuedEntry { get; init; }                // layers entered when the prefetch was asked for
+        public bool Abandoned { get; set; }                   // a prefetch read whose layer came without it: stop at the next piece
+        public bool Aborted { get; set; }                     // ... and it did stop: the slot holds a partial read
         public JobState State { get; set; }
         public int Slot { get; set; } = -1;
         public Exception? Error { get; set; }
@@ -81,6 +94,18 @@ public sealed unsafe class ExpertLoader : IDisposable
     private bool _paused;
     private bool _disposed;
     private long _hits, _misses, _loads, _bytesRead, _prefetchLoads, _prefetchHits, _prefetchesWasted, _prefetchesCancelled, _stallTicks;
+    private long _skippedUnlikely, _skippedValuable, _skippedBusy;
+    private readonly PrefetchGating _gating;
+    private long _entries;          // BeginLayer calls so far
+    private long _declaredEntry;    // _entries at the latest Request: the layer entered last has asked for its experts
+    private int _prefetchReads;               // reads in flight issued by a prefetch
+    private double _prefetchDoubt;            // Σ (1 − probability) over them: the wrong guesses expected among them
+    private readonly double[] _useValue;      // [layer · E + expert] decayed share of the layer's passes that used the expert
+    private readonly bool[] _usedInPass;      // [layer · E + expert] acquired in the layer's current pass
+    private double _admitProbability;         // the probability of the prefetch being admitted (for _cheaperThanAdmitted)
+    private readonly Func<ExpertKey, bool> _cheaperThanAdmitted;
+    private const double UseDecay = 0.9;
+    private const long PieceBytes = 4 << 20; // a multiple of DirectFileReader.Alignment
     private int _reading;          // reads in flight
     private long _busySince;       // timestamp the reads in flight went from 0 to 1
     private long _ioBusyTicks;     // closed stretches with reads in flight
@@ -90,6 +115,7 @@ public sealed unsafe class ExpertLoader : IDisposable
     private struct LayerCounters
     {
         public long Hits, Misses, Loads, BytesRead, PrefetchLoads, PrefetchHits, PrefetchesWasted, PrefetchesCancelled, PrefetchBytesWasted, StallTicks;
+        public long SkippedUnlikely, SkippedValuable, SkippedBusy;
     }
 
     /// <summary>
@@ -98,7 +124,7 @@ public sealed unsafe class ExpertLoader : IDisposable
     /// fails the loads of experts past its new end with <see cref="ExpertLoadException"/>.
     /// </summary>
     /// <exception cref="ArgumentException">The cache's slots are smaller than <see cref="ExpertLayout.SlotBytes"/>.</exception>
-    /// <exception cref="ArgumentOutOfRangeException">Fewer than one I/O thread or a negative timeout.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">Fewer than one I/O thread, a negative timeout, or invalid prefetch gating.</exception>
     /// <exception cref="IOException">A file cannot be opened (<see cref="FileNotFoundException"/> when missing); the message names it.</exception>
     public ExpertLoader(ExpertLayout layout, ExpertCache cache, ExpertLoaderOptions? options = null)
     {
@@ -107,10 +133,15 @@ public sealed unsafe class ExpertLoader : IDisposable
         _options = options ?? new ExpertLoaderOptions();
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(_options.IoThreads, nameof(options));
         ArgumentOutOfRangeException.ThrowIfLessThan(_options.SlotWaitTimeout, TimeSpan.Zero, nameof(options));
+        _gating = _options.Prefetch ?? throw new ArgumentNullException(nameof(options), "the prefetch gating is null");
+        _gating.Validate();
         if (cache.Pool.SlotBytes < layout.SlotBytes)
             throw new ArgumentException($"Cache slots hold {cache.Pool.SlotBytes} bytes but the largest expert needs {layout.SlotBytes}.", nameof(cache));
         _paused = _options.StartPaused;
         _perLayer = new LayerCounters[layout.LayerCount];
+        _useValue = new double[checked(layout.LayerCount * layout.ExpertCount)];
+        _usedInPass = new bool[_useValue.Length];
+        _cheaperThanAdmitted = key => _useValue[IndexOf(key)] <= _admitProbability;
         try
         {
             foreach (string path in layout.Files) _readers[path] = new DirectFileReader(path, _options.AllowDirectIo);
@@ -142,7 +173,8 @@ public sealed unsafe class ExpertLoader : IDisposable
             {
                 long busy = _ioBusyTicks + (_reading > 0 ? Stopwatch.GetTimestamp() - _busySince : 0);
                 return new ExpertCacheStats(_hits, _misses, _loads, _bytesRead, _cache.Evictions, _prefetchLoads, _prefetchHits,
-                    _prefetchesWasted, _prefetchesCancelled, Stopwatch.GetElapsedTime(0, _stallTicks), Stopwatch.GetElapsedTime(0, busy), _prefetchBytesWasted);
+                    _prefetchesWasted, _prefetchesCancelled, Stopwatch.GetElapsedTime(0, _stallTicks), Stopwatch.GetElapsedTime(0, busy), _prefetchBytesWasted,
+                    _skippedUnlikely, _skippedValuable, _skippedBusy);
             }
         }
     }
@@ -161,7 +193,8 @@ public sealed unsafe class ExpertLoader : IDisposable
             {
                 ref readonly LayerCounters c = ref _perLayer[l];
                 result[l] = new ExpertCacheStats(c.Hits, c.Misses, c.Loads, c.BytesRead, 0, c.PrefetchLoads, c.PrefetchHits, c.PrefetchesWasted,
-                    c.PrefetchesCancelled, Stopwatch.GetElapsedTime(0, c.StallTicks), TimeSpan.Zero, c.PrefetchBytesWasted);
+                    c.PrefetchesCancelled, Stopwatch.GetElapsedTime(0, c.StallTicks), TimeSpan.Zero, c.PrefetchBytesWasted,
+                    c.SkippedUnlikely, c.SkippedValuable, c.SkippedBusy);
             }
             return result;
         }
@@ -169,7 +202,8 @@ public sealed unsafe class ExpertLoader : IDisposable
 
     /// <summary>
     /// The engine enters <paramref name="layer"/> (a value ≤ the previous one starts the next token). Queued prefetches whose
-    /// deadline has passed are cancelled; reservations that expired are released.
+    /// deadline has passed are cancelled; reservations that expired are released; the layer's previous pass is folded into
+    /// the experts' expected use (<see cref="UseValue"/>).
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">The layer is outside the model.</exception>
     public void BeginLayer(int layer)
@@ -181,11 +215,10 @@ public sealed unsafe class ExpertLoader : IDisposable
             ObjectDisposedException.ThrowIf(_disposed, this);
             if (layer <= _layer) _token++;
             _layer = layer;
+            _entries++;
+            FoldUse(layer);
             long now = Position;
-            _staleJobs.Clear();
-            foreach (LoadJob job in _pending.Values)
-                if (job.State == JobState.Queued && !job.Demand && job.Deadline < now) _staleJobs.Add(job);
-            foreach (LoadJob job in _staleJobs) CancelPrefetch(job);
+            DropStalePrefetches(now - 1);
             _expiredReservations.Clear();
             foreach ((ExpertKey key, Reservation r) in _reservations)
                 if (r.Deadline < now) _expiredReservations.Add(key);
@@ -199,13 +232,16 @@ public sealed unsafe class ExpertLoader : IDisposable
     }
 
     /// <summary>
-    /// Asks for <paramref name="key"/> ahead of its use (deadline: the next time the engine reaches its layer). Resident or
-    /// in-flight experts are not read again; a resident one is reserved against eviction until the deadline.
+    /// Asks for <paramref name="key"/> ahead of its use (deadline: the next time the engine reaches its layer), a guess
+    /// right with <paramref name="probability"/>. Resident or in-flight experts are not read again; a resident one is
+    /// reserved against eviction until the deadline. Below <see cref="PrefetchGating.MinProbability"/> nothing is done (a
+    /// read skipped as unlikely when the expert is not resident).
     /// </summary>
-    /// <exception cref="ArgumentOutOfRangeException">The key is outside the model.</exception>
-    public void Prefetch(ExpertKey key)
+    /// <exception cref="ArgumentOutOfRangeException">The key is outside the model, or the probability outside [0, 1].</exception>
+    public void Prefetch(ExpertKey key, double probability = 1)
     {
         _ = _layout.Plan(key);
+        if (!(probability >= 0 && probability <= 1)) throw new ArgumentOutOfRangeException(nameof(probability), probability, "a probability lies in [0, 1]");
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
@@ -213,14 +249,23 @@ public sealed unsafe class ExpertLoader : IDisposable
             if (_pending.TryGetValue(key, out LoadJob? pending))
             {
                 pending.Deadline = Math.Max(pending.Deadline, deadline);
+                pending.Probability = Math.Max(pending.Probability, probability);
+                pending.Abandoned = false;
                 return;
             }
+            bool unlikely = probability < _gating.MinProbability;
             if (_cache.TryGetSlot(key, out _))
             {
-                Reserve(key, deadline, byPrefetch: true);
+                if (!unlikely) Reserve(key, deadline, byPrefetch: true);
                 return;
             }
-            var job = new LoadJob(key, deadline, demand: false);
+            if (unlikely)
+            {
+                _skippedUnlikely++;
+                _perLayer[key.Layer].SkippedUnlikely++;
+                return;
+            }
+            var job = new LoadJob(key, deadline, demand: false) { Probability = probability, IssuedEntry = _entries };
             _pending[key] = job;
             _prefetch.Enqueue(job, (deadline, ++_sequence));
             Monitor.PulseAll(_gate);
@@ -229,7 +274,9 @@ public sealed unsafe class ExpertLoader : IDisposable
 
     /// <summary>
     /// Starts demand loads of every key that is not resident, without waiting, so several reads run at once; resident keys are
-    /// reserved against eviction. Follow with <see cref="TryAcquire"/> / <see cref="Acquire"/>.
+    /// reserved against eviction. Follow with <see cref="TryAcquire"/> / <see cref="Acquire"/>. With
+    /// <see cref="PrefetchGating.MaxWrongReads"/> this marks the layer's demand as known: prefetches asked for before it may
+    /// start behind its demand loads, and prefetches of this layer that it did not ask for are dropped.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">A key is outside the model.</exception>
     public void Request(ReadOnlySpan<ExpertKey> keys)
@@ -240,6 +287,10 @@ public sealed unsafe class ExpertLoader : IDisposable
             ObjectDisposedException.ThrowIf(_disposed, this);
             foreach (ExpertKey key in keys)
                 if (EnsureDemandLoad(key) is null) Reserve(key, DeadlineOf(key), byPrefetch: false);
+            if (_gating.MaxWrongReads == 0) return;
+            _declaredEntry = _entries;
+            DropStalePrefetches(Position);
+            Monitor.PulseAll(_gate);
         }
     }
 
@@ -307,6 +358,17 @@ public sealed unsafe class ExpertLoader : IDisposable
     public bool IsResidentOrLoading(ExpertKey key)
     {
         lock (_gate) return !_disposed && (_pending.ContainsKey(key) || _cache.TryGetSlot(key, out _));
+    }
+
+    /// <summary>
+    /// The expert's expected use: the decayed share of its layer's passes that acquired it, <c>u ← 0.9·u + 0.1·[used]</c>
+    /// folded each time the engine enters the layer (0 for an expert never used).
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The key is outside the model.</exception>
+    public double UseValue(ExpertKey key)
+    {
+        _ = _layout.Plan(key);
+        lock (_gate) return _useValue[IndexOf(key)];
     }
 
     /// <summary>
@@ -418,6 +480,7 @@ public sealed unsafe class ExpertLoader : IDisposable
             _perLayer[key.Layer].StallTicks += waited;
         }
         _cache.Touch(key);
+        _usedInPass[IndexOf(key)] = true;
         return new ExpertLease(this, key, slot, _cache.Pool.SlotPointer(slot), _layout.Plan(key));
     }
 
@@ -499,12 +562,17 @@ public sealed unsafe class ExpertLoader : IDisposable
                 }
                 job.State = JobState.Reading;
                 if (_reading++ == 0) _busySince = Stopwatch.GetTimestamp();
+                if (job.IssuedByPrefetch)
+                {
+                    _prefetchReads++;
+                    _prefetchDoubt += 1 - job.Probability;
+                }
             }
             long bytes = 0;
             Exception? error = null;
             try
             {
-                bytes = ReadExpert(job.Key, job.Slot);
+                bytes = _gating.MaxWrongReads > 0 && job.IssuedByPrefetch ? ReadAbandonable(job) : ReadExpert(job.Key, job.Slot);
             }
             catch (Exception e)
             {
@@ -513,6 +581,10 @@ public sealed unsafe class ExpertLoader : IDisposable
             lock (_gate)
             {
                 if (--_reading == 0) _ioBusyTicks += Stopwatch.GetTimestamp() - _busySince;
+                if (job.IssuedByPrefetch)
+                {
+                    _prefetchDoubt = --_prefetchReads == 0 ? 0 : _prefetchDoubt - (1 - job.Probability);
+                }
                 Complete(job, bytes, error);
                 Monitor.PulseAll(_gate);
             }
@@ -542,23 +614,40 @@ public sealed unsafe class ExpertLoader : IDisposable
             }
             return null; // prefetches would take the slot the demand load waits for
         }
-        while (_prefetch.TryDequeue(out LoadJob? job, out _))
+        while (_prefetch.TryPeek(out LoadJob? job, out _))
         {
-            if (job.State != JobState.Queued || job.Demand) continue; // cancelled, or promoted to the demand queue
-            if (TryClaimSlot(job.Key, demand: false, out int slot))
+            if (job.State != JobState.Queued || job.Demand) // cancelled, or promoted to the demand queue
+            {
+                _prefetch.Dequeue();
+                continue;
+            }
+            // Behind demand (no demand load waits here): the layer entered last has asked for its experts, an I/O thread stays
+            // free for the next demand load, and the wrong guesses expected among the prefetch reads stay within MaxWrongReads.
+            if (_gating.MaxWrongReads > 0 && (job.IssuedEntry >= _declaredEntry || _prefetchReads >= Math.Max(1, _workers.Length - 1) ||
+                                         (_prefetchReads > 0 && _prefetchDoubt + (1 - job.Probability) > _gating.MaxWrongReads))) return null;
+            _prefetch.Dequeue();
+            if (TryClaimSlot(job.Key, demand: false, out int slot, job.Probability))
             {
                 job.Slot = slot;
                 return job;
             }
-            CancelPrefetch(job);
+            if (_gating.ProtectValuable && _cache.TryPeekVictim(out _)) DropPrefetch(job, DropReason.Valuable);
+            else CancelPrefetch(job);
         }
         return null;
     }
 
-    // A slot for key, pinned for the read. Demand loads may take over the prefetch reservation needed last.
-    private bool TryClaimSlot(ExpertKey key, bool demand, out int slot)
+    // A slot for key, pinned for the read. Demand loads may take over the prefetch reservation needed last. A prefetch
+    // guessed right with the given probability evicts, under the cache-value gate, only experts of no higher expected use.
+    private bool TryClaimSlot(ExpertKey key, bool demand, out int slot, double probability = 1)
     {
-        if (!_cache.TryAdmit(key, out slot, out ExpertKey? evicted))
+        ExpertKey? evicted;
+        if (!demand && _gating.ProtectValuable)
+        {
+            _admitProbability = probability;
+            if (!_cache.TryAdmit(key, _cheaperThanAdmitted, out slot, out evicted)) return false;
+        }
+        else if (!_cache.TryAdmit(key, out slot, out evicted))
         {
             if (!demand || !ReleaseLatestPrefetchReservation()) return false;
             if (!_cache.TryAdmit(key, out slot, out evicted)) return false;
@@ -590,6 +679,58 @@ public sealed unsafe class ExpertLoader : IDisposable
         return true;
     }
 
+    private enum DropReason { Valuable, Busy }
+
+    // A queued prefetch the gates turned down: not read, not counted as wasted.
+    private void DropPrefetch(LoadJob job, DropReason reason)
+    {
+        job.State = JobState.Cancelled;
+        _pending.Remove(job.Key);
+        ref LayerCounters layer = ref _perLayer[job.Key.Layer];
+        if (reason == DropReason.Valuable)
+        {
+            _skippedValuable++;
+            layer.SkippedValuable++;
+        }
+        else
+        {
+            _skippedBusy++;
+            layer.SkippedBusy++;
+        }
+    }
+
+    // Queued prefetches needed at or before position `last` (their layer has run, or asked for its experts without them):
+    // cancelled, or with MaxWrongReads counted as skipped because the demand loads kept the disk busy; prefetch reads in flight
+    // then stop at their next piece (see ReadAbandonable).
+    private void DropStalePrefetches(long last)
+    {
+        _staleJobs.Clear();
+        foreach (LoadJob job in _pending.Values)
+        {
+            if (job.Demand || job.Deadline > last) continue;
+            if (job.State == JobState.Queued) _staleJobs.Add(job);
+            else if (job.State == JobState.Reading && _gating.MaxWrongReads > 0) job.Abandoned = true;
+        }
+        foreach (LoadJob job in _staleJobs)
+        {
+            if (_gating.MaxWrongReads > 0) DropPrefetch(job, DropReason.Busy);
+            else CancelPrefetch(job);
+        }
+    }
+
+    // Folds the layer's last pass into the expected use of its experts and starts a new pass.
+    private void FoldUse(int layer)
+    {
+        int first = layer * _layout.ExpertCount;
+        for (int i = first; i < first + _layout.ExpertCount; i++)
+        {
+            _useValue[i] = UseDecay * _useValue[i] + (_usedInPass[i] ? 1 - UseDecay : 0);
+            _usedInPass[i] = false;
+        }
+    }
+
+    private int IndexOf(ExpertKey key) => key.Layer * _layout.ExpertCount + key.Expert;
+
     private void CancelPrefetch(LoadJob job)
     {
         job.State = JobState.Cancelled;
@@ -619,6 +760,21 @@ public sealed unsafe class ExpertLoader : IDisposable
             _cache.Remove(job.Key);
             return;
         }
+        if (job.Aborted)
+        {
+            // A wrong guess stopped mid-read: its bytes were spent for nothing and its slot holds a partial expert.
+            job.State = JobState.Cancelled;
+            _bytesRead += bytes;
+            _prefetchesWasted++;
+            _prefetchBytesWasted += bytes;
+            ref LayerCounters counters = ref _perLayer[job.Key.Layer];
+            counters.BytesRead += bytes;
+            counters.PrefetchesWasted++;
+            counters.PrefetchBytesWasted += bytes;
+            _cache.Unpin(job.Key);
+            _cache.Remove(job.Key);
+            return;
+        }
         job.State = JobState.Done;
         _loads++;
         _bytesRead += bytes;
@@ -635,6 +791,35 @@ public sealed unsafe class ExpertLoader : IDisposable
         long deadline = job.Demand ? Math.Max(job.Deadline, Position) : job.Deadline;
         if (deadline >= Position) Reserve(job.Key, deadline, byPrefetch: !job.Demand);
         _cache.Unpin(job.Key);
+    }
+
+    // A prefetch read with MaxWrongReads: 4 MiB pieces (each region of an expert at least one), stopping before the next piece
+    // once abandoned as stale unless it has become a demand load (Aborted).
+    private long ReadAbandonable(LoadJob job)
+    {
+        ExpertReadPlan plan = _layout.Plan(job.Key);
+        byte* slotBase = _cache.Pool.SlotPointer(job.Slot);
+        long capacity = _cache.Pool.SlotBytes;
+        long total = 0;
+        foreach (ExpertReadPlan.Region region in plan.Regions)
+        {
+            DirectFileReader reader = ReaderFor(region.Path);
+            for (long piece = region.FileOffset; piece < region.DataEnd; piece += PieceBytes)
+            {
+                lock (_gate)
+                {
+                    if (job.Abandoned && !job.Demand)
+                    {
+                        job.Aborted = true;
+                        return total;
+                    }
+                }
+                long start = Math.Max(piece, region.DataStart), end = Math.Min(piece + PieceBytes, region.DataEnd);
+                long at = region.SlotOffset + (piece - region.FileOffset);
+                total += reader.ReadCovering(start, end - start, slotBase + at, capacity - at);
+            }
+        }
+        return total;
     }
 
     private long ReadExpert(ExpertKey key, int slot)

@@ -107,6 +107,13 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
     private bool[] _blockLowPrecision = [];          // [distinct experts of a block]
     private float[] _groupWeight = [];               // [distinct experts of a block] the largest weight of its tokens
     private long _computedLowPrecision, _computedLowPrecisionBytes;
+    private GuessCalibration? _calibration;     // how often guesses turn out right; created with the first prediction
+    private int[][][] _loggedIds = [];          // [ahead - 1][target layer][token · guesses + rank] the block's guesses
+    private float[][][] _loggedSoftmax = [];    // [ahead - 1][target layer][token · guesses + rank] their softmax probabilities
+    private int[][] _loggedTokens = [];         // [ahead - 1][target layer] tokens of the block whose guesses are logged
+    private int[] _routingCalls = [];           // [layer] routings seen since the layer's attention: the block's token
+    private int[] _routedIds = [];              // [k]
+    private float[] _routedValues = [];         // [k]
 
     /// <summary>Offloads the routed experts of <paramref name="ck"/> (see <see cref="LayoutOf"/>).</summary>
     /// <exception cref="ArgumentException">The budget buys fewer slots than the experts one layer uses (the message names the minimum).</exception>
@@ -225,12 +232,21 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
 
     /// <summary>
     /// Prefetches the experts the predictor expects layers layer+1 … layer+lookahead to route the block to (each token's
-    /// top k + extra guesses), and remembers the next layer's guesses to measure recall when it runs.
+    /// top k + extra guesses), and remembers the next layer's guesses to measure recall when it runs. Each guess goes to
+    /// the loader with its calibrated probability (<see cref="GuessCalibration"/> over the softmax of the predictor's
+    /// scores), which the loader's <see cref="PrefetchGating"/> weighs; the guesses are logged to calibrate against the
+    /// routing the target layer then makes (<see cref="ObserveRouting"/>).
     /// </summary>
     public void AfterAttention(int layer, ReadOnlySpan<float> hidden, int tokens)
     {
         if (_predictor is null) return;
-        if (layer == 0) _blockFirstToken = Interlocked.Read(ref _tokens);
+        var calibration = _calibration ??= CreateCalibration();
+        if (layer == 0)
+        {
+            _blockFirstToken = Interlocked.Read(ref _tokens);
+            foreach (int[] logged in _loggedTokens) Array.Clear(logged);
+        }
+        _routingCalls[layer] = 0;
         int d = hidden.Length / Math.Max(tokens, 1);
         for (int a = 1; a <= _lookahead; a++)
         {
@@ -241,18 +257,53 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
                 Array.Clear(_predicted[target]);
                 _hasPrediction[target] = tokens == 1;
             }
+            _loggedTokens[a - 1][target] = 0;
+            if (_loggedIds[a - 1][target].Length < tokens * _guesses)
+            {
+                _loggedIds[a - 1][target] = new int[tokens * _guesses];
+                _loggedSoftmax[a - 1][target] = new float[tokens * _guesses];
+            }
+            var ids = _loggedIds[a - 1][target];
+            var softmax = _loggedSoftmax[a - 1][target];
             for (int t = 0; t < tokens; t++)
             {
                 _predictor.BeginToken(_blockFirstToken + t);
                 if (!_predictor.Score(layer, a, hidden.Slice(t * d, d), _scores)) break;
                 ElementOps.TopK(_scores, _guesses, _guessIds, _guessValues);
-                foreach (int e in _guessIds)
+                // p_j = exp(s_j − max) / Σ_e exp(s_e − max): the guess's share of the softmax over every expert.
+                float max = _guessValues[0];
+                double sum = 0;
+                foreach (float score in _scores) sum += Math.Exp(score - max);
+                for (int j = 0; j < _guesses; j++)
                 {
+                    int e = _guessIds[j];
+                    float p = (float)(Math.Exp(_guessValues[j] - max) / sum);
                     if (a == 1) _predicted[target][e] = true;
-                    _loader.Prefetch(new ExpertKey(target, e));
+                    ids[t * _guesses + j] = e;
+                    softmax[t * _guesses + j] = p;
+                    _loader.Prefetch(new ExpertKey(target, e), calibration.Probability(a, j, p));
                 }
+                _loggedTokens[a - 1][target] = t + 1;
             }
         }
+    }
+
+    private GuessCalibration CreateCalibration()
+    {
+        int layers = _predicted.Length;
+        _loggedIds = new int[_lookahead][][];
+        _loggedSoftmax = new float[_lookahead][][];
+        _loggedTokens = new int[_lookahead][];
+        for (int a = 0; a < _lookahead; a++)
+        {
+            _loggedIds[a] = Enumerable.Range(0, layers).Select(_ => Array.Empty<int>()).ToArray();
+            _loggedSoftmax[a] = Enumerable.Range(0, layers).Select(_ => Array.Empty<float>()).ToArray();
+            _loggedTokens[a] = new int[layers];
+        }
+        _routingCalls = new int[layers];
+        _routedIds = new int[_keys.Length];
+        _routedValues = new float[_keys.Length];
+        return new GuessCalibration(_lookahead, _guesses);
     }
 
     /// <summary>
@@ -369,8 +420,28 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
     /// </summary>
     public bool IsPredicted(int layer, int expert) => _predictor is not null && _predicted[layer][expert];
 
-    /// <summary>Feeds the router's probabilities to the eviction policy (the score policy uses them).</summary>
-    public void ObserveRouting(int layer, ReadOnlySpan<float> probabilities) => _loader.ObserveRouting(layer, probabilities);
+    /// <summary>
+    /// Feeds the router's probabilities to the eviction policy (the score policy uses them), and scores the guesses made
+    /// for this token of the block against the layer's top k (the model's routing: top k of the same probabilities).
+    /// </summary>
+    public void ObserveRouting(int layer, ReadOnlySpan<float> probabilities)
+    {
+        _loader.ObserveRouting(layer, probabilities);
+        if (_calibration is not { } calibration) return;
+        int t = _routingCalls[layer]++;
+        bool routedKnown = false;
+        for (int a = 1; a <= _lookahead; a++)
+        {
+            if (t >= _loggedTokens[a - 1][layer]) continue;
+            if (!routedKnown) ElementOps.TopK(probabilities, _routedIds.Length, _routedIds, _routedValues);
+            routedKnown = true;
+            for (int j = 0; j < _guesses; j++)
+            {
+                int at = t * _guesses + j;
+                calibration.Observe(a, j, _loggedSoftmax[a - 1][layer][at], Array.IndexOf(_routedIds, _loggedIds[a - 1][layer][at]) >= 0);
+            }
+        }
+    }
 
     /// <summary>
     /// y += Σ_j weights[j] · expert(layer, ids[j])(x), accumulated in the order of <paramref name="ids"/>. Requests every
