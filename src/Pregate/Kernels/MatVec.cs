@@ -85,7 +85,7 @@ public static unsafe class MatMul
         if (x.Cols != w.Cols) throw new ArgumentException($"input has {x.Cols} values, matrix has {w.Cols} columns", nameof(x));
         if (y.Length < (long)x.Tokens * w.Rows) throw new ArgumentException($"output has {y.Length} values, {(long)x.Tokens * w.Rows} needed", nameof(y));
         x.Prepare(w.Type);
-        fixed (float* py = y) Dispatch(w, (byte*)x.Base(w.Type), x.RowBytes(w.Type), x.Tokens, py, team, x.UsesHalfCopy(w.Type));
+        fixed (float* py = y) Dispatch(w, (byte*)x.Base(w.Type), x.RowBytes(w.Type), x.Tokens, py, team, x.UsesHalfCopy(w.Type), ScaledInput(w, x, 0));
     }
 
     /// <summary>
@@ -113,6 +113,7 @@ public static unsafe class MatMul
                 Tokens = t.Tokens,
                 Y = t.Y,
                 HalfInput = t.X.UsesHalfCopy(t.W.Type),
+                XScaled = ScaledInput(t.W, t.X, t.FirstToken),
                 FirstRow = rows,
             };
             rows = checked(rows + t.W.Rows);
@@ -132,9 +133,17 @@ public static unsafe class MatMul
         }
     }
 
-    internal static void Dispatch(in WeightMatrix w, byte* x, long xStride, int tokens, float* y, WorkerTeam? team, bool halfInput = false)
+    // The scaled input of F16Scaled for vector `first` on, where the activation has it (F16 weights only).
+    private static float* ScaledInput(in WeightMatrix w, ActivationQ8 x, int first)
     {
-        var job = new Job { Task = new Resolved { W = w, X = x, XStride = xStride, Tokens = tokens, Y = y, HalfInput = halfInput } };
+        if (w.Type != DType.F16) return null;
+        float* scaled = x.ScaledHalfInput();
+        return scaled == null ? null : scaled + (long)first * x.Cols;
+    }
+
+    internal static void Dispatch(in WeightMatrix w, byte* x, long xStride, int tokens, float* y, WorkerTeam? team, bool halfInput = false, float* xScaled = null)
+    {
+        var job = new Job { Task = new Resolved { W = w, X = x, XStride = xStride, Tokens = tokens, Y = y, HalfInput = halfInput, XScaled = xScaled } };
         if (team is null || w.Rows == 0)
         {
             job.Execute(0, w.Rows);
@@ -155,6 +164,7 @@ public static unsafe class MatMul
         public int Tokens;
         public float* Y;
         public bool HalfInput;
+        public float* XScaled;   // the first vector times 2^112 for F16Scaled (F16 weights), or null
         public int FirstRow;
 
         public readonly void Execute(int start, int end)
@@ -162,6 +172,7 @@ public static unsafe class MatMul
             switch (W.Type)
             {
                 case DType.F32: Rows<F32Row>(start, end); break;
+                case DType.F16 when Tokens == 1 && XScaled != null: F16ScaledRows(start, end); break;
                 case DType.F16 when HalfInput: Rows<F16xF16Row>(start, end); break;
                 case DType.BF16 when HalfInput: Rows<BF16xBF16Row>(start, end); break;
                 case DType.F16 when Tokens > 1 && W.Cols <= MaxWidenedCols && Vector256.IsHardwareAccelerated: F16Widened(start, end); break;
@@ -193,6 +204,19 @@ public static unsafe class MatMul
                         for (int t = t0; t < t1; t++) Y[(long)t * rows + r] = TRow.Dot(row, X + t * XStride, cols);
                     }
                 }
+            }
+        }
+
+        // One vector against fp16 rows through F16Scaled: the same bits as F16Row / F16xF16Row (which take over for a row
+        // holding inf or NaN weights).
+        private readonly void F16ScaledRows(int start, int end)
+        {
+            int cols = W.Cols;
+            for (int r = start; r < end; r++)
+            {
+                var row = (ushort*)W.Row(r);
+                if (!VecDot.F16Scaled(row, XScaled, cols, out Y[r]))
+                    Y[r] = HalfInput ? VecDot.F16xF16(row, (ushort*)X, cols) : VecDot.F16(row, (float*)X, cols);
             }
         }
 

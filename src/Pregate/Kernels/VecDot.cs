@@ -2,8 +2,9 @@
 // vec.cpp: ggml_vec_dot_f32 (GGML_F32_STEP 32: four 8-wide FMA accumulators, GGML_F32x8_REDUCE, leftovers added in float;
 // bit-identical to llama.cpp's AVX2 build) and, for F16/BF16, the same shape with the sum and leftovers in double as
 // ggml_vec_dot_f16. fp16 weights are widened with integer ops (an exponent-rebias fast path for groups of normal
-// numbers, the full conversion otherwise: both exact). Vector128 is the same shape 4 wide; the scalar versions (ggml's
-// non-SIMD path, double accumulation) are the references the tests compare with.
+// numbers, the full conversion otherwise: both exact); decode multiplies them against the input scaled by 2^112, which
+// saves the rescaling of each widened weight and gives the same bits. Vector128 is the same shape 4 wide; the scalar
+// versions (ggml's non-SIMD path, double accumulation) are the references the tests compare with.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -162,6 +163,88 @@ public static unsafe partial class VecDot
         for (int i = np; i < n; i++) sum += Fp16.ToFloat(w[i]) * x[i];
         return (float)sum;
     }
+
+    // ---- F16 against an input scaled by 2^112 (decode) ----
+
+    /// <summary>
+    /// The factor the input of <see cref="F16Scaled"/> carries: x' = x·2^112. Scaling by a power of two is exact for every
+    /// |x| &lt; 2^16 (larger values would overflow to infinity), and so is x'·2^−112.
+    /// </summary>
+    internal static float HalfInputScale => BitConverter.Int32BitsToSingle((127 + 112) << 23);
+
+    /// <summary>True where <see cref="F16Scaled"/> runs (AVX2 with FMA).</summary>
+    internal static bool HasScaledF16 => Avx2.IsSupported && Fma.IsSupported;
+
+    /// <summary>
+    /// <see cref="F16Vector256"/> of w and x for an input given as xScaled = x·2^112, in fewer instructions: each fp16 weight
+    /// widens to w·2^−112 with a sign extension, a shift and a mask (no rescaling multiply), and the FMA of w·2^−112 with
+    /// x·2^112 rounds the exact product w·x, so the accumulators, their order and the result are the same bits. Weights that
+    /// are inf or NaN would widen to finite values: the groups of 32 are checked, and on any such weight this returns false
+    /// without a result (the caller runs <see cref="F16"/> instead). Needs <see cref="HasScaledF16"/>.
+    /// </summary>
+    internal static bool F16Scaled(ushort* w, float* xScaled, int n, out float result) =>
+        Vector512.IsHardwareAccelerated && Avx512BW.IsSupported ? F16ScaledVector512(w, xScaled, n, out result) : F16ScaledAvx2(w, xScaled, n, out result);
+
+    internal static bool F16ScaledAvx2(ushort* w, float* x, int n, out float result)
+    {
+        int np = n & ~31;
+        Vector256<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        // Max of each weight shifted left by one (the sign dropped): 0xF800 or more means an all-ones exponent.
+        var special = Vector256<ushort>.Zero;
+        for (int i = 0; i < np; i += 32)
+        {
+            var h0 = Vector256.Load(w + i);
+            var h1 = Vector256.Load(w + i + 16);
+            special = Avx2.Max(special, Avx2.Max(h0 + h0, h1 + h1));
+            s0 = Fma.MultiplyAdd(ScaledHalf(w + i), Vector256.Load(x + i), s0);
+            s1 = Fma.MultiplyAdd(ScaledHalf(w + i + 8), Vector256.Load(x + i + 8), s1);
+            s2 = Fma.MultiplyAdd(ScaledHalf(w + i + 16), Vector256.Load(x + i + 16), s2);
+            s3 = Fma.MultiplyAdd(ScaledHalf(w + i + 24), Vector256.Load(x + i + 24), s3);
+        }
+        return FinishScaled(s0, s1, s2, s3, Vector256.GreaterThanOrEqualAny(special, Vector256.Create((ushort)0xF800)), w, x, np, n, out result);
+    }
+
+    /// <summary><see cref="F16ScaledAvx2"/> 16 lanes at a time: lanes 0–7 and 8–15 of each accumulator are two of the four 8-wide ones.</summary>
+    internal static bool F16ScaledVector512(ushort* w, float* x, int n, out float result)
+    {
+        int np = n & ~31;
+        Vector512<float> a01 = default, a23 = default;
+        var special = Vector512<ushort>.Zero;
+        var mask = Vector512.Create(unchecked((int)0x8FFFFFFF));
+        for (int i = 0; i < np; i += 32)
+        {
+            var h = Vector512.Load(w + i);
+            special = Avx512BW.Max(special, h + h);
+            var lo = (Avx512F.ConvertToVector512Int32(Vector256.Load((short*)w + i)) << 13) & mask;
+            var hi = (Avx512F.ConvertToVector512Int32(Vector256.Load((short*)w + i + 16)) << 13) & mask;
+            a01 = Avx512F.FusedMultiplyAdd(lo.AsSingle(), Vector512.Load(x + i), a01);
+            a23 = Avx512F.FusedMultiplyAdd(hi.AsSingle(), Vector512.Load(x + i + 16), a23);
+        }
+        return FinishScaled(a01.GetLower(), a01.GetUpper(), a23.GetLower(), a23.GetUpper(),
+            Vector512.GreaterThanOrEqualAny(special, Vector512.Create((ushort)0xF800)), w, x, np, n, out result);
+    }
+
+    // F16Vector256's reduction and leftovers (x recovered exactly as x'·2^−112).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool FinishScaled(Vector256<float> s0, Vector256<float> s1, Vector256<float> s2, Vector256<float> s3, bool special,
+        ushort* w, float* x, int np, int n, out float result)
+    {
+        result = 0;
+        if (special) return false;
+        double sum = Reduce(s0, s1, s2, s3);
+        float unscale = BitConverter.Int32BitsToSingle((127 - 112) << 23);
+        for (int i = np; i < n; i++) sum += Fp16.ToFloat(w[i]) * (x[i] * unscale);
+        result = (float)sum;
+        return true;
+    }
+
+    /// <summary>
+    /// Eight finite fp16 values at <paramref name="p"/> → fp32 times 2^−112, exactly (<see cref="WidenFiniteHalf"/> without
+    /// its final scaling).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> ScaledHalf(ushort* p) =>
+        ((Avx2.ConvertToVector256Int32((short*)p) << 13) & Vector256.Create(unchecked((int)0x8FFFFFFF))).AsSingle();
 
     /// <summary>
     /// F16Vector256 for a row already widened to floats (widening is exact): the same products and sums in the same order,
@@ -353,9 +436,7 @@ public static unsafe partial class VecDot
     /// exponent of normal numbers and normalises subnormals (every product is exact). Inf and NaN would come out finite.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> WidenFiniteHalf(ushort* p) =>
-        ((Avx2.ConvertToVector256Int32((short*)p) << 13) & Vector256.Create(unchecked((int)0x8FFFFFFF))).AsSingle()
-        * Vector256.Create((127 + 112) << 23).AsSingle();
+    private static Vector256<float> WidenFiniteHalf(ushort* p) => ScaledHalf(p) * Vector256.Create((127 + 112) << 23).AsSingle();
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> WidenNormalHalf(Vector512<uint> h) =>
