@@ -100,6 +100,7 @@ public static unsafe class MatMul
         Span<Resolved> resolved = tasks.Length > StackTasks ? new Resolved[tasks.Length] : stackalloc Resolved[StackTasks];
         int count = 0, rows = 0;
         long work = 0;
+        bool interleaved = false;
         foreach (ref readonly var t in tasks)
         {
             t.Validate();
@@ -118,6 +119,7 @@ public static unsafe class MatMul
             };
             rows = checked(rows + t.W.Rows);
             work += (long)t.W.Rows * t.W.Cols * t.Tokens;
+            interleaved |= t.W.Interleave != 1;
         }
         if (count == 0) return;
         fixed (Resolved* p = resolved)
@@ -129,7 +131,7 @@ public static unsafe class MatMul
                 return;
             }
             // Products of uneven cost (experts with more or fewer tokens) balance better in finer chunks.
-            team.Run(ref job, rows, MinChunk(work / rows), count > 1 ? 16 : 4);
+            team.Run(ref job, rows, MinChunk(work / rows), count > 1 ? 16 : 4, interleaved ? WeightMatrix.GroupRows : 1);
         }
     }
 
@@ -149,7 +151,7 @@ public static unsafe class MatMul
             job.Execute(0, w.Rows);
             return;
         }
-        team.Run(ref job, w.Rows, MinChunk((long)w.Cols * tokens));
+        team.Run(ref job, w.Rows, MinChunk((long)w.Cols * tokens), granule: w.Interleave);
     }
 
     // Enough work per chunk to amortise the hand-off (~16K multiply-adds).
@@ -179,8 +181,10 @@ public static unsafe class MatMul
                 case DType.F16: Rows<F16Row>(start, end); break;
                 case DType.BF16: Rows<BF16Row>(start, end); break;
                 case DType.Q8_0 when VecDot.UseAvx2: Q8_0Tiles(start, end); break;
-                case DType.Q8_0: Rows<Q8_0Row>(start, end); break;
+                case DType.Q4_0 when Tokens == 1 && W.Interleave != 1 && VecDot.UseAvx2: Q4_0Groups(start, end); break;
                 case DType.Q4_0 when Tokens > 1 && VecDot.UseAvx2: Q4_0Pairs(start, end); break;
+                case DType.Q8_0 or DType.Q4_0 when W.Interleave != 1: throw new InvalidOperationException("interleaved weights need AVX2 with FMA");
+                case DType.Q8_0: Rows<Q8_0Row>(start, end); break;
                 case DType.Q4_0: Rows<Q4_0Row>(start, end); break;
                 case DType.Q4_K: Rows<Q4_KRow>(start, end); break;
                 case DType.Q6_K: Rows<Q6_KRow>(start, end); break;
@@ -232,10 +236,19 @@ public static unsafe class MatMul
             float* tile = stackalloc float[8];
             if (Tokens == 1)
             {
-                // One vector streams the matrix from memory: one row at a time keeps a single sequential stream, which the
-                // hardware prefetcher follows best (measured faster than two or four interleaved rows, even with software prefetch).
+                // One vector streams the matrix from memory as one sequence: a row at a time, or eight rows at once where they
+                // are interleaved (several separate rows at once defeat the hardware prefetcher: slower, even with software
+                // prefetch).
                 var x = (BlockQ8_0*)X;
-                for (int r = start; r < end; r++) Y[r] = VecDot.Q8_0Avx2((BlockQ8_0*)W.Row(r), x, nb);
+                if (W.Interleave == 1)
+                    for (int r = start; r < end; r++) Y[r] = VecDot.Q8_0Avx2((BlockQ8_0*)W.Row(r), x, nb);
+                else
+                {
+                    var (first, last) = Groups(start, end);
+                    for (int r = start; r < first; r++) Y[r] = VecDot.Q8_0Avx2((BlockQ8_0*)W.BlockRow(r), x, nb, W.BlockStride);
+                    for (int r = first; r < last; r += WeightMatrix.GroupRows) VecDot.Q8_0Avx2Group8((BlockQ8_0*)W.BlockRow(r), x, nb, Y + r);
+                    for (int r = Math.Max(first, last); r < end; r++) Y[r] = VecDot.Q8_0Avx2((BlockQ8_0*)W.BlockRow(r), x, nb, W.BlockStride);
+                }
                 return;
             }
             int rowTile = (int)Math.Max(2, RowTileBytes / Math.Max(1, W.RowStride)) & ~1;
@@ -254,12 +267,32 @@ public static unsafe class MatMul
             }
         }
 
+        // [first, last): the whole interleaved groups inside [start, end) (first > last when there are none).
+        private static (int First, int Last) Groups(int start, int end)
+        {
+            const int G = WeightMatrix.GroupRows;
+            return ((start + G - 1) / G * G, end / G * G);
+        }
+
+        // One vector against interleaved Q4_0 rows: eight rows per pass over a group, single rows at a range's edges.
+        private readonly void Q4_0Groups(int start, int end)
+        {
+            int nb = W.Cols / BlockQ4_0.Size;
+            var x = (BlockQ8_0*)X;
+            var (first, last) = Groups(start, end);
+            for (int r = start; r < Math.Min(first, end); r++) Y[r] = VecDot.Q4_0Avx2((BlockQ4_0*)W.BlockRow(r), x, nb, W.BlockStride);
+            for (int r = first; r < last; r += WeightMatrix.GroupRows) VecDot.Q4_0Avx2Group8((BlockQ4_0*)W.BlockRow(r), x, nb, Y + r);
+            for (int r = Math.Max(first, last); r < end; r++) Y[r] = VecDot.Q4_0Avx2((BlockQ4_0*)W.BlockRow(r), x, nb, W.BlockStride);
+        }
+
         // Several vectors (prefill) against Q4_0 rows two at a time: the second row shares the activation's loads and its 8·Σx
         // (a single vector streams faster one row at a time, as Q8_0 does).
         private readonly void Q4_0Pairs(int start, int end)
         {
             int nb = W.Cols / BlockQ4_0.Size, rows = W.Rows;
             int rowTile = Tokens <= TokenBlock ? end - start : (int)Math.Max(2, RowTileBytes / Math.Max(1, W.RowStride));
+            // Row-major pairs prefetch the next pair; interleaved rows are one stream the hardware follows.
+            long prefetch = W.Interleave == 1 ? 2 * W.RowStride : 0;
             for (int r0 = start; r0 < end; r0 += rowTile)
             {
                 int r1 = Math.Min(end, r0 + rowTile);
@@ -269,10 +302,11 @@ public static unsafe class MatMul
                     int r = r0;
                     for (; r + 2 <= r1; r += 2)
                         for (int t = t0; t < t1; t++)
-                            VecDot.Q4_0Avx2Rows2((BlockQ4_0*)W.Row(r), (BlockQ4_0*)W.Row(r + 1), (BlockQ8_0*)(X + t * XStride), nb, 2 * W.RowStride,
-                                out Y[(long)t * rows + r], out Y[(long)t * rows + r + 1]);
+                            VecDot.Q4_0Avx2Rows2((BlockQ4_0*)W.BlockRow(r), (BlockQ4_0*)W.BlockRow(r + 1), (BlockQ8_0*)(X + t * XStride), nb, prefetch,
+                                out Y[(long)t * rows + r], out Y[(long)t * rows + r + 1], W.BlockStride);
                     for (; r < r1; r++)
-                        for (int t = t0; t < t1; t++) Y[(long)t * rows + r] = VecDot.Q4_0Avx2((BlockQ4_0*)W.Row(r), (BlockQ8_0*)(X + t * XStride), nb);
+                        for (int t = t0; t < t1; t++)
+                            Y[(long)t * rows + r] = VecDot.Q4_0Avx2((BlockQ4_0*)W.BlockRow(r), (BlockQ8_0*)(X + t * XStride), nb, W.BlockStride);
                 }
             }
         }
@@ -288,8 +322,10 @@ public static unsafe class MatMul
             int r = r0;
             for (; r + 2 <= r1; r += 2)
             {
-                if (AvxVnni.IsSupported) VecDot.Q8_0VnniTile2x4((BlockQ8_0*)W.Row(r), (BlockQ8_0*)W.Row(r + 1), x0, x1, x2, x3, nb, tile);
-                else VecDot.Q8_0Avx2Tile2x4((BlockQ8_0*)W.Row(r), (BlockQ8_0*)W.Row(r + 1), x0, x1, x2, x3, nb, tile);
+                var w0 = (BlockQ8_0*)W.BlockRow(r);
+                var w1 = (BlockQ8_0*)W.BlockRow(r + 1);
+                if (AvxVnni.IsSupported) VecDot.Q8_0VnniTile2x4(w0, w1, x0, x1, x2, x3, nb, tile, W.BlockStride);
+                else VecDot.Q8_0Avx2Tile2x4(w0, w1, x0, x1, x2, x3, nb, tile, W.BlockStride);
                 for (int i = 0; i < count; i++)
                 {
                     Y[(long)(t + i) * rows + r] = tile[i];
@@ -298,7 +334,7 @@ public static unsafe class MatMul
             }
             for (; r < r1; r++)
                 for (int i = 0; i < count; i++)
-                    Y[(long)(t + i) * rows + r] = VecDot.Q8_0Avx2((BlockQ8_0*)W.Row(r), (BlockQ8_0*)(X + (t + i) * XStride), nb);
+                    Y[(long)(t + i) * rows + r] = VecDot.Q8_0Avx2((BlockQ8_0*)W.BlockRow(r), (BlockQ8_0*)(X + (t + i) * XStride), nb, W.BlockStride);
         }
 
         // fp16 rows widened once per tile of rows (on the stack, ≤ 16 KiB unless one row is longer), then dotted with every
@@ -361,15 +397,17 @@ public static unsafe class MatMul
             var x = (BlockQ8_0*)(X + t * XStride);
             float* y = Y + (long)t * W.Rows;
             int r = start;
+            long prefetch = W.Interleave == 1 ? 4 * W.RowStride : 0;   // interleaved rows are one stream already
             for (; r + 4 <= end; r += 4)
             {
-                VecDot.Q8_0Avx2Rows4((BlockQ8_0*)W.Row(r), (BlockQ8_0*)W.Row(r + 1), (BlockQ8_0*)W.Row(r + 2), (BlockQ8_0*)W.Row(r + 3), x, nb, 4 * W.RowStride, tile);
+                VecDot.Q8_0Avx2Rows4((BlockQ8_0*)W.BlockRow(r), (BlockQ8_0*)W.BlockRow(r + 1), (BlockQ8_0*)W.BlockRow(r + 2), (BlockQ8_0*)W.BlockRow(r + 3),
+                    x, nb, prefetch, tile, W.BlockStride);
                 y[r] = tile[0];
                 y[r + 1] = tile[1];
                 y[r + 2] = tile[2];
                 y[r + 3] = tile[3];
             }
-            for (; r < end; r++) y[r] = VecDot.Q8_0Avx2((BlockQ8_0*)W.Row(r), x, nb);
+            for (; r < end; r++) y[r] = VecDot.Q8_0Avx2((BlockQ8_0*)W.BlockRow(r), x, nb, W.BlockStride);
         }
     }
 
