@@ -182,7 +182,7 @@ public static unsafe class MatMul
                 case DType.BF16: Rows<BF16Row>(start, end); break;
                 case DType.Q8_0 when VecDot.UseAvx2: Q8_0Tiles(start, end); break;
                 case DType.Q4_0 when Tokens == 1 && W.Interleave != 1 && VecDot.UseAvx2: Q4_0Groups(start, end); break;
-                case DType.Q4_0 when Tokens > 1 && VecDot.UseAvx2: Q4_0Pairs(start, end); break;
+                case DType.Q4_0 when Tokens > 1 && VecDot.UseAvx2: Q4_0Tiles(start, end); break;
                 case DType.Q8_0 or DType.Q4_0 when W.Interleave != 1: throw new InvalidOperationException("interleaved weights need AVX2 with FMA");
                 case DType.Q8_0: Rows<Q8_0Row>(start, end); break;
                 case DType.Q4_0: Rows<Q4_0Row>(start, end); break;
@@ -230,6 +230,14 @@ public static unsafe class MatMul
         /// <summary>Rows this many bytes of weights at a time are reused across all tokens while they sit in L2.</summary>
         private const int RowTileBytes = 16 * 1024;
 
+        // Rows of a tile of about RowTileBytes: a multiple of `multiple` (≤ 2), or whole groups of interleaved rows, whose
+        // blocks a pass over two rows touches only in part.
+        private readonly int TileRows(int multiple)
+        {
+            int rows = (int)Math.Max(multiple, RowTileBytes / Math.Max(1, W.RowStride));
+            return W.Interleave == 1 ? rows / multiple * multiple : Math.Max(W.Interleave, rows / W.Interleave * W.Interleave);
+        }
+
         private readonly void Q8_0Tiles(int start, int end)
         {
             int nb = W.Cols / BlockQ8_0.Size, rows = W.Rows;
@@ -251,7 +259,7 @@ public static unsafe class MatMul
                 }
                 return;
             }
-            int rowTile = (int)Math.Max(2, RowTileBytes / Math.Max(1, W.RowStride)) & ~1;
+            int rowTile = TileRows(2);
             for (int r0 = start; r0 < end; r0 += rowTile)
             {
                 int r1 = Math.Min(end, r0 + rowTile);
@@ -285,30 +293,58 @@ public static unsafe class MatMul
             for (int r = Math.Max(first, last); r < end; r++) Y[r] = VecDot.Q4_0Avx2((BlockQ4_0*)W.BlockRow(r), x, nb, W.BlockStride);
         }
 
-        // Several vectors (prefill) against Q4_0 rows two at a time: the second row shares the activation's loads and its 8·Σx
-        // (a single vector streams faster one row at a time, as Q8_0 does).
-        private readonly void Q4_0Pairs(int start, int end)
+        // Several vectors (prefill) against Q4_0 rows: tiles of two rows × four vectors, as Q8_0TilePass; a vector left over
+        // runs rows two at a time (the second row sharing the activation's loads and its 8·Σx).
+        private readonly void Q4_0Tiles(int start, int end)
         {
             int nb = W.Cols / BlockQ4_0.Size, rows = W.Rows;
-            int rowTile = Tokens <= TokenBlock ? end - start : (int)Math.Max(2, RowTileBytes / Math.Max(1, W.RowStride));
+            float* tile = stackalloc float[8];
+            int rowTile = TileRows(2);
             // Row-major pairs prefetch the next pair; interleaved rows are one stream the hardware follows.
             long prefetch = W.Interleave == 1 ? 2 * W.RowStride : 0;
             for (int r0 = start; r0 < end; r0 += rowTile)
             {
                 int r1 = Math.Min(end, r0 + rowTile);
-                for (int t0 = 0; t0 < Tokens; t0 += TokenBlock)
+                int t = 0;
+                for (; t + 4 <= Tokens; t += 4) Q4_0TilePass(r0, r1, t, 4, nb, tile);
+                if (Tokens - t >= 2)
                 {
-                    int t1 = Math.Min(Tokens, t0 + TokenBlock);
+                    Q4_0TilePass(r0, r1, t, Tokens - t, nb, tile);
+                    t = Tokens;
+                }
+                for (; t < Tokens; t++)
+                {
+                    var x = (BlockQ8_0*)(X + t * XStride);
                     int r = r0;
                     for (; r + 2 <= r1; r += 2)
-                        for (int t = t0; t < t1; t++)
-                            VecDot.Q4_0Avx2Rows2((BlockQ4_0*)W.BlockRow(r), (BlockQ4_0*)W.BlockRow(r + 1), (BlockQ8_0*)(X + t * XStride), nb, prefetch,
-                                out Y[(long)t * rows + r], out Y[(long)t * rows + r + 1], W.BlockStride);
-                    for (; r < r1; r++)
-                        for (int t = t0; t < t1; t++)
-                            Y[(long)t * rows + r] = VecDot.Q4_0Avx2((BlockQ4_0*)W.BlockRow(r), (BlockQ8_0*)(X + t * XStride), nb, W.BlockStride);
+                        VecDot.Q4_0Avx2Rows2((BlockQ4_0*)W.BlockRow(r), (BlockQ4_0*)W.BlockRow(r + 1), x, nb, prefetch,
+                            out Y[(long)t * rows + r], out Y[(long)t * rows + r + 1], W.BlockStride);
+                    for (; r < r1; r++) Y[(long)t * rows + r] = VecDot.Q4_0Avx2((BlockQ4_0*)W.BlockRow(r), x, nb, W.BlockStride);
                 }
             }
+        }
+
+        // Q4_0 rows [r0, r1) against vectors t .. t+count−1 (count 2..4; missing vectors repeat the last and are not stored).
+        private readonly void Q4_0TilePass(int r0, int r1, int t, int count, int nb, float* tile)
+        {
+            int rows = W.Rows;
+            var x0 = (BlockQ8_0*)(X + t * XStride);
+            var x1 = (BlockQ8_0*)(X + (t + 1) * XStride);
+            var x2 = (BlockQ8_0*)(X + (t + Math.Min(2, count - 1)) * XStride);
+            var x3 = (BlockQ8_0*)(X + (t + Math.Min(3, count - 1)) * XStride);
+            int r = r0;
+            for (; r + 2 <= r1; r += 2)
+            {
+                VecDot.Q4_0Avx2Tile2x4((BlockQ4_0*)W.BlockRow(r), (BlockQ4_0*)W.BlockRow(r + 1), x0, x1, x2, x3, nb, tile, W.BlockStride);
+                for (int i = 0; i < count; i++)
+                {
+                    Y[(long)(t + i) * rows + r] = tile[i];
+                    Y[(long)(t + i) * rows + r + 1] = tile[4 + i];
+                }
+            }
+            for (; r < r1; r++)
+                for (int i = 0; i < count; i++)
+                    Y[(long)(t + i) * rows + r] = VecDot.Q4_0Avx2((BlockQ4_0*)W.BlockRow(r), (BlockQ8_0*)(X + (t + i) * XStride), nb, W.BlockStride);
         }
 
         // Rows [r0, r1) against vectors t .. t+count−1 (count 2..4; missing vectors repeat the last and are not stored).

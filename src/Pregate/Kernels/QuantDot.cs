@@ -289,6 +289,95 @@ public static unsafe partial class VecDot
     }
 
     /// <summary>
+    /// y[r·4 + t] = Q4_0Avx2(w_r, x_t) for two rows and four vectors, each bit-identical to Q4_0Avx2 as
+    /// <see cref="Q4_0Avx2Rows2"/> is: each row's nibbles are unpacked once for the four vectors, each vector's 8·Σx once
+    /// for both rows (with AVX-VNNI, one vpdpbusd per product starting from −8·Σx).
+    /// </summary>
+    internal static void Q4_0Avx2Tile2x4(BlockQ4_0* w0, BlockQ4_0* w1, BlockQ8_0* x0, BlockQ8_0* x1, BlockQ8_0* x2, BlockQ8_0* x3, int nb, float* y, int stride = 1)
+    {
+        if (AvxVnni.IsSupported) Q4_0VnniTile2x4(w0, w1, x0, x1, x2, x3, nb, y, stride);
+        else Q4_0Fma3Tile2x4(w0, w1, x0, x1, x2, x3, nb, y, stride);
+    }
+
+    internal static void Q4_0Fma3Tile2x4(BlockQ4_0* w0, BlockQ4_0* w1, BlockQ8_0* x0, BlockQ8_0* x1, BlockQ8_0* x2, BlockQ8_0* x3, int nb, float* y, int stride)
+    {
+        Vector256<float> a00 = default, a01 = default, a02 = default, a03 = default;
+        Vector256<float> a10 = default, a11 = default, a12 = default, a13 = default;
+        var eight = Vector256.Create((byte)8);
+        var ones = Vector256.Create((short)1);
+        for (int ib = 0; ib < nb; ib++, w0 += stride, w1 += stride)
+        {
+            var n0 = Q4_0Nibbles(w0->Qs);
+            var n1 = Q4_0Nibbles(w1->Qs);
+            var d0 = Vector256.Create(Fp16.ToFloat(w0->D));
+            var d1 = Vector256.Create(Fp16.ToFloat(w1->D));
+
+            var xq = Avx.LoadVector256(x0[ib].Qs);
+            var dx = Vector256.Create(Fp16.ToFloat(x0[ib].D));
+            var off = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(eight, xq), ones);
+            a00 = Fma.MultiplyAdd(d0 * dx, NibbleLanes(n0, xq, off, ones), a00);
+            a10 = Fma.MultiplyAdd(d1 * dx, NibbleLanes(n1, xq, off, ones), a10);
+            xq = Avx.LoadVector256(x1[ib].Qs);
+            dx = Vector256.Create(Fp16.ToFloat(x1[ib].D));
+            off = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(eight, xq), ones);
+            a01 = Fma.MultiplyAdd(d0 * dx, NibbleLanes(n0, xq, off, ones), a01);
+            a11 = Fma.MultiplyAdd(d1 * dx, NibbleLanes(n1, xq, off, ones), a11);
+            xq = Avx.LoadVector256(x2[ib].Qs);
+            dx = Vector256.Create(Fp16.ToFloat(x2[ib].D));
+            off = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(eight, xq), ones);
+            a02 = Fma.MultiplyAdd(d0 * dx, NibbleLanes(n0, xq, off, ones), a02);
+            a12 = Fma.MultiplyAdd(d1 * dx, NibbleLanes(n1, xq, off, ones), a12);
+            xq = Avx.LoadVector256(x3[ib].Qs);
+            dx = Vector256.Create(Fp16.ToFloat(x3[ib].D));
+            off = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(eight, xq), ones);
+            a03 = Fma.MultiplyAdd(d0 * dx, NibbleLanes(n0, xq, off, ones), a03);
+            a13 = Fma.MultiplyAdd(d1 * dx, NibbleLanes(n1, xq, off, ones), a13);
+        }
+        StoreSums8(a00, a01, a02, a03, a10, a11, a12, a13, y);
+    }
+
+    internal static void Q4_0VnniTile2x4(BlockQ4_0* w0, BlockQ4_0* w1, BlockQ8_0* x0, BlockQ8_0* x1, BlockQ8_0* x2, BlockQ8_0* x3, int nb, float* y, int stride)
+    {
+        Vector256<float> a00 = default, a01 = default, a02 = default, a03 = default;
+        Vector256<float> a10 = default, a11 = default, a12 = default, a13 = default;
+        var eight = Vector256.Create((byte)8);
+        for (int ib = 0; ib < nb; ib++, w0 += stride, w1 += stride)
+        {
+            var n0 = Q4_0Nibbles(w0->Qs);
+            var n1 = Q4_0Nibbles(w1->Qs);
+            var d0 = Vector256.Create(Fp16.ToFloat(w0->D));
+            var d1 = Vector256.Create(Fp16.ToFloat(w1->D));
+
+            var xq = Avx.LoadVector256(x0[ib].Qs);
+            var dx = Vector256.Create(Fp16.ToFloat(x0[ib].D));
+            var start = Vector256<int>.Zero - AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, eight, xq);
+            a00 = Fma.MultiplyAdd(d0 * dx, Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(start, n0, xq)), a00);
+            a10 = Fma.MultiplyAdd(d1 * dx, Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(start, n1, xq)), a10);
+            xq = Avx.LoadVector256(x1[ib].Qs);
+            dx = Vector256.Create(Fp16.ToFloat(x1[ib].D));
+            start = Vector256<int>.Zero - AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, eight, xq);
+            a01 = Fma.MultiplyAdd(d0 * dx, Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(start, n0, xq)), a01);
+            a11 = Fma.MultiplyAdd(d1 * dx, Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(start, n1, xq)), a11);
+            xq = Avx.LoadVector256(x2[ib].Qs);
+            dx = Vector256.Create(Fp16.ToFloat(x2[ib].D));
+            start = Vector256<int>.Zero - AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, eight, xq);
+            a02 = Fma.MultiplyAdd(d0 * dx, Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(start, n0, xq)), a02);
+            a12 = Fma.MultiplyAdd(d1 * dx, Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(start, n1, xq)), a12);
+            xq = Avx.LoadVector256(x3[ib].Qs);
+            dx = Vector256.Create(Fp16.ToFloat(x3[ib].D));
+            start = Vector256<int>.Zero - AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, eight, xq);
+            a03 = Fma.MultiplyAdd(d0 * dx, Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(start, n0, xq)), a03);
+            a13 = Fma.MultiplyAdd(d1 * dx, Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(start, n1, xq)), a13);
+        }
+        StoreSums8(a00, a01, a02, a03, a10, a11, a12, a13, y);
+    }
+
+    // Σ n·x less 8·Σx over each group of four values as floats, for nibbles already unpacked.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> NibbleLanes(Vector256<byte> nibbles, Vector256<sbyte> xq, Vector256<int> offset, Vector256<short> ones) =>
+        Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(nibbles, xq), ones) - offset);
+
+    /// <summary>
     /// y[j] = Q4_0Avx2(row j, x) for the eight rows of an interleaved group (block k of row j at group[8k + j]), bit-identical
     /// as <see cref="Q4_0Avx2Rows2"/> is: unsigned nibbles times x less 8·Σx (computed once per block), eight accumulators over
     /// one sequential stream. With AVX-VNNI one vpdpbusd starting from −8·Σx gives the same exact int32 lanes.
@@ -299,7 +388,7 @@ public static unsafe partial class VecDot
         else Q4_0Fma3Group8(group, x, nb, y);
     }
 
-    private static void Q4_0Fma3Group8(BlockQ4_0* group, BlockQ8_0* x, int nb, float* y)
+    internal static void Q4_0Fma3Group8(BlockQ4_0* group, BlockQ8_0* x, int nb, float* y)
     {
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
         var eight = Vector256.Create((byte)8);
@@ -322,7 +411,7 @@ public static unsafe partial class VecDot
         StoreSums8(a0, a1, a2, a3, a4, a5, a6, a7, y);
     }
 
-    private static void Q4_0VnniGroup8(BlockQ4_0* group, BlockQ8_0* x, int nb, float* y)
+    internal static void Q4_0VnniGroup8(BlockQ4_0* group, BlockQ8_0* x, int nb, float* y)
     {
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
         var eight = Vector256.Create((byte)8);

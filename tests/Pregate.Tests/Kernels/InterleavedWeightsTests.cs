@@ -50,8 +50,15 @@ public unsafe class InterleavedWeightsTests(ITestOutputHelper output)
             act.Prepare(type);
             var x = (BlockQ8_0*)act.Base(type);
             float* y = stackalloc float[8];
+            float* fma3 = stackalloc float[8];
             if (type == DType.Q8_0) VecDot.Q8_0Avx2Group8((BlockQ8_0*)packed.Data, x, nb, y);
-            else VecDot.Q4_0Avx2Group8((BlockQ4_0*)packed.Data, x, nb, y);
+            else
+            {
+                VecDot.Q4_0Avx2Group8((BlockQ4_0*)packed.Data, x, nb, y);
+                // Both Q4_0 bodies, whichever the dispatch picked.
+                VecDot.Q4_0Fma3Group8((BlockQ4_0*)packed.Data, x, nb, fma3);
+                for (int r = 0; r < 8; r++) Assert.Equal(Bits(y[r]), Bits(fma3[r]));
+            }
             for (int r = 0; r < 8; r++)
             {
                 float expected = type == DType.Q8_0 ? VecDot.Q8_0Avx2((BlockQ8_0*)m.W.Row(r), x, nb) : VecDot.Q4_0Avx2((BlockQ4_0*)m.W.Row(r), x, nb);

@@ -1,6 +1,7 @@
 // The mat-mul's shared-load tiles (Q8_0 4 rows × 1 vector, 2 rows × 4 vectors with AVX2 and with AVX-VNNI; Q4_0 2 rows ×
-// 1 vector; fp16 rows widened once, 1 or 2 rows × 2 vectors) against the single-row dot kernels bit for bit, on every block count including extreme values (±127,
-// −128 weights, zero blocks); and fused multi-matrix runs against separate mat-muls.
+// 1 vector and 2 rows × 4 vectors with and without AVX-VNNI; fp16 rows widened once, 1 or 2 rows × 2 vectors) against the
+// single-row dot kernels bit for bit, on every block count including extreme values (±127, −128 weights, zero blocks);
+// and fused multi-matrix runs against separate mat-muls.
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -104,6 +105,37 @@ public unsafe class MatMulTileTests(ITestOutputHelper output)
             // The scalar reference sums blocks in another order: relative error within 1e-5.
             output.WriteLine($"{nb} blocks: pairs bit-identical to the row dot; worst relative difference from scalar {worst:E2}");
             Assert.True(worst < 1e-5);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(BlockCounts))]
+    public void Q4_0TilesEqualTheSingleRowDot(int nb, bool extremes)
+    {
+        if (!VecDot.UseAvx2) return;
+        int cols = nb * 32;
+        var rng = new Random(100 + nb);
+        var w = new BlockQ4_0[3 * nb];
+        for (int i = 0; i < w.Length; i++)
+        {
+            w[i].D = (Half)((rng.NextSingle() - 0.3f) * 0.02f);
+            for (int j = 0; j < 16; j++) w[i].Qs[j] = extremes && i % 4 == 1 ? (j % 2 == 0 ? (byte)0x00 : (byte)0xFF) : (byte)rng.Next(256);
+        }
+        var x = QuantizeRows(4, cols, 41, extremes, -127);
+        fixed (BlockQ4_0* pw = w) fixed (BlockQ8_0* px = x)
+        {
+            float* y = stackalloc float[8];
+            string[] names = AvxVnni.IsSupported ? ["FMA3", "dispatch", "VNNI"] : ["FMA3", "dispatch"];
+            foreach (string name in names)
+            {
+                if (name == "FMA3") VecDot.Q4_0Fma3Tile2x4(pw + nb, pw + 2 * nb, px, px + nb, px + 2 * nb, px + 3 * nb, nb, y, 1);
+                else if (name == "VNNI") VecDot.Q4_0VnniTile2x4(pw + nb, pw + 2 * nb, px, px + nb, px + 2 * nb, px + 3 * nb, nb, y, 1);
+                else VecDot.Q4_0Avx2Tile2x4(pw + nb, pw + 2 * nb, px, px + nb, px + 2 * nb, px + 3 * nb, nb, y);
+                for (int r = 0; r < 2; r++)
+                    for (int t = 0; t < 4; t++)
+                        Assert.True(Bits(VecDot.Q4_0Avx2(pw + (r + 1) * nb, px + t * nb, nb)) == Bits(y[r * 4 + t]), $"{name} 2×4, {nb} blocks: row {r + 1}, vector {t}");
+            }
+            output.WriteLine($"{nb} blocks: Q4_0 2×4 tiles ({string.Join(", ", names)}) bit-identical to the row dot");
         }
     }
 
