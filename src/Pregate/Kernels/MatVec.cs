@@ -225,7 +225,7 @@ public static unsafe class MatMul
         }
 
         /// <summary>Longest fp16 row widened on the stack (64 KiB of floats), and the floats a tile of widened rows aims for.</summary>
-        private const int MaxWidenedCols = 16384, WidenedTileFloats = 4096;
+        private const int MaxWidenedCols = 16384, WidenedTileFloats = 12288;
 
         /// <summary>Rows this many bytes of weights at a time are reused across all tokens while they sit in L2.</summary>
         private const int RowTileBytes = 16 * 1024;
@@ -373,7 +373,7 @@ public static unsafe class MatMul
                     Y[(long)(t + i) * rows + r] = VecDot.Q8_0Avx2((BlockQ8_0*)W.BlockRow(r), (BlockQ8_0*)(X + (t + i) * XStride), nb, W.BlockStride);
         }
 
-        // fp16 rows widened once per tile of rows (on the stack, ≤ 16 KiB unless one row is longer), then dotted with every
+        // fp16 rows widened once per tile of rows (on the stack, ≤ 48 KiB unless one row is longer), then dotted with every
         // vector, eight vectors at a time so the tile and those vectors stay in cache.
         private readonly void F16Widened(int start, int end)
         {
@@ -381,6 +381,7 @@ public static unsafe class MatMul
             int tileRows = Math.Max(1, WidenedTileFloats / cols);
             float* wide = stackalloc float[tileRows * cols];
             float* quad = stackalloc float[4];
+            float* oct = stackalloc float[8];
             for (int r0 = start; r0 < end; r0 += tileRows)
             {
                 int r1 = Math.Min(end, r0 + tileRows);
@@ -390,6 +391,25 @@ public static unsafe class MatMul
                 {
                     int t1 = Math.Min(Tokens, t0 + TokenBlock);
                     int r = r0;
+                    if (Vector512.IsHardwareAccelerated)
+                    {
+                        for (; r + 4 <= r1; r += 4)
+                        {
+                            float* w0 = wide + (r - r0) * cols;
+                            int t = t0;
+                            for (; t + 2 <= t1; t += 2)
+                            {
+                                VecDot.F16WidenedVector512x4x2(w0, cols, (float*)(X + t * XStride), (float*)(X + (t + 1) * XStride), cols, oct);
+                                for (int i = 0; i < 4; i++)
+                                {
+                                    Y[(long)t * rows + r + i] = oct[2 * i];
+                                    Y[(long)(t + 1) * rows + r + i] = oct[2 * i + 1];
+                                }
+                            }
+                            for (; t < t1; t++)
+                                for (int i = 0; i < 4; i++) Y[(long)t * rows + r + i] = VecDot.F16WidenedVector256(w0 + i * cols, (float*)(X + t * XStride), cols);
+                        }
+                    }
                     if (Avx512F.VL.IsSupported)
                     {
                         for (; r + 2 <= r1; r += 2)

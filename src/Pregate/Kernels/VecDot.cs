@@ -346,6 +346,60 @@ public static unsafe partial class VecDot
     }
 
     /// <summary>
+    /// Eight <see cref="F16WidenedVector256"/> products, four widened rows (<paramref name="rowStride"/> floats apart) × two
+    /// vectors (y[r·2 + t]), in 16-lane registers (AVX-512F): lanes 0–7 and 8–15 of one accumulator are two of a product's
+    /// four 8-wide ones (elements i..i+15, then i+16..i+31 in the second), so every product keeps its sums and order. Each
+    /// weight load serves two products and each input load four.
+    /// </summary>
+    internal static void F16WidenedVector512x4x2(float* w, long rowStride, float* x0, float* x1, int n, float* y)
+    {
+        int np = n & ~31;
+        float* w1 = w + rowStride, w2 = w1 + rowStride, w3 = w2 + rowStride;
+        Vector512<float> a00 = default, a01 = default, a10 = default, a11 = default, a20 = default, a21 = default, a30 = default, a31 = default;
+        Vector512<float> b00 = default, b01 = default, b10 = default, b11 = default, b20 = default, b21 = default, b30 = default, b31 = default;
+        for (int i = 0; i < np; i += 32)
+        {
+            var p = Vector512.Load(x0 + i);
+            var q = Vector512.Load(x1 + i);
+            var u = Vector512.Load(w + i);
+            a00 = Avx512F.FusedMultiplyAdd(u, p, a00); a01 = Avx512F.FusedMultiplyAdd(u, q, a01);
+            u = Vector512.Load(w1 + i);
+            a10 = Avx512F.FusedMultiplyAdd(u, p, a10); a11 = Avx512F.FusedMultiplyAdd(u, q, a11);
+            u = Vector512.Load(w2 + i);
+            a20 = Avx512F.FusedMultiplyAdd(u, p, a20); a21 = Avx512F.FusedMultiplyAdd(u, q, a21);
+            u = Vector512.Load(w3 + i);
+            a30 = Avx512F.FusedMultiplyAdd(u, p, a30); a31 = Avx512F.FusedMultiplyAdd(u, q, a31);
+            p = Vector512.Load(x0 + i + 16);
+            q = Vector512.Load(x1 + i + 16);
+            u = Vector512.Load(w + i + 16);
+            b00 = Avx512F.FusedMultiplyAdd(u, p, b00); b01 = Avx512F.FusedMultiplyAdd(u, q, b01);
+            u = Vector512.Load(w1 + i + 16);
+            b10 = Avx512F.FusedMultiplyAdd(u, p, b10); b11 = Avx512F.FusedMultiplyAdd(u, q, b11);
+            u = Vector512.Load(w2 + i + 16);
+            b20 = Avx512F.FusedMultiplyAdd(u, p, b20); b21 = Avx512F.FusedMultiplyAdd(u, q, b21);
+            u = Vector512.Load(w3 + i + 16);
+            b30 = Avx512F.FusedMultiplyAdd(u, p, b30); b31 = Avx512F.FusedMultiplyAdd(u, q, b31);
+        }
+        y[0] = WidenedResult(a00, b00, w, x0, np, n);
+        y[1] = WidenedResult(a01, b01, w, x1, np, n);
+        y[2] = WidenedResult(a10, b10, w1, x0, np, n);
+        y[3] = WidenedResult(a11, b11, w1, x1, np, n);
+        y[4] = WidenedResult(a20, b20, w2, x0, np, n);
+        y[5] = WidenedResult(a21, b21, w2, x1, np, n);
+        y[6] = WidenedResult(a30, b30, w3, x0, np, n);
+        y[7] = WidenedResult(a31, b31, w3, x1, np, n);
+    }
+
+    // F16WidenedVector256's reduction of (s0|s1, s2|s3) and its leftovers in double.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float WidenedResult(Vector512<float> s01, Vector512<float> s23, float* w, float* x, int np, int n)
+    {
+        double sum = Reduce(s01.GetLower(), s01.GetUpper(), s23.GetLower(), s23.GetUpper());
+        for (int i = np; i < n; i++) sum += w[i] * x[i];
+        return (float)sum;
+    }
+
+    /// <summary>
     /// <see cref="F16Vector256"/> with the fp16 → fp32 widening done 16 lanes at a time (decode streams fp16 weights and
     /// the widening is most of its work); the products, the four 8-wide accumulators and their order are unchanged, so
     /// the result is the same bits.

@@ -1,5 +1,5 @@
 // The mat-mul's shared-load tiles (Q8_0 4 rows × 1 vector, 2 rows × 4 vectors with AVX2 and with AVX-VNNI; Q4_0 2 rows ×
-// 1 vector and 2 rows × 4 vectors with and without AVX-VNNI; fp16 rows widened once, 1 or 2 rows × 2 vectors) against the
+// 1 vector and 2 rows × 4 vectors with and without AVX-VNNI; fp16 rows widened once, 1, 2 or 4 rows × 2 vectors) against the
 // single-row dot kernels bit for bit, on every block count including extreme values (±127, −128 weights, zero blocks);
 // and fused multi-matrix runs against separate mat-muls.
 using System.Runtime.InteropServices;
@@ -205,6 +205,34 @@ public unsafe class MatMulTileTests(ITestOutputHelper output)
                 VecDot.F16WidenedVector256x2x2(pWide + 1, pWide, p0, p1, n - 1, quad);
                 Assert.Equal(Bits(VecDot.F16WidenedVector256(pWide + 1, p1, n - 1)), Bits(quad[1]));
                 Assert.Equal(Bits(VecDot.F16WidenedVector256(pWide, p0, n - 1)), Bits(quad[2]));
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(15)]
+    [InlineData(16)]
+    [InlineData(17)]
+    [InlineData(31)]
+    [InlineData(32)]
+    [InlineData(33)]
+    [InlineData(259)]
+    [InlineData(2816)]
+    public void WidenedF16FourByTwoTileEqualsTheRowDot(int n)
+    {
+        if (!Vector512.IsHardwareAccelerated) return;   // AVX-512 code; elsewhere the 2×2 and 1×2 tiles run
+        var w = TestData.Gaussian(4 * n + 3, 50 + n);   // four rows 'n + 1' floats apart: unaligned starts
+        var x0 = TestData.Gaussian(n, 51);
+        var x1 = TestData.Gaussian(n, 52);
+        float* y = stackalloc float[8];
+        fixed (float* pw = w) fixed (float* p0 = x0) fixed (float* p1 = x1)
+        {
+            VecDot.F16WidenedVector512x4x2(pw, n + 1, p0, p1, n, y);
+            for (int r = 0; r < 4; r++)
+            {
+                Assert.Equal(Bits(VecDot.F16WidenedVector256(pw + r * (n + 1), p0, n)), Bits(y[2 * r]));
+                Assert.Equal(Bits(VecDot.F16WidenedVector256(pw + r * (n + 1), p1, n)), Bits(y[2 * r + 1]));
             }
         }
     }
