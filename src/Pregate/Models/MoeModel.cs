@@ -49,10 +49,12 @@ public abstract class MoeModel
     private IExpertRunner? _experts;
 
     /// <summary>
-    /// Whether the CPU forward pass copies the resident Q8_0 and Q4_0 matrices into <see cref="InterleavedWeights"/> (rows
-    /// interleaved in groups of eight, as llama.cpp repacks them) before its first run: faster one-token products, the
-    /// same bits, and the matrices' bytes held in process memory instead of the file's page cache (their mapped pages are
-    /// dropped). On by default; set before the first forward pass (or the first use of <see cref="Experts"/>).
+    /// Whether, in the resident mode (<see cref="Experts"/> left to <see cref="ResidentExperts"/>), the CPU forward pass
+    /// copies the Q8_0 and Q4_0 matrices into <see cref="InterleavedWeights"/> (rows interleaved in groups of eight, as
+    /// llama.cpp repacks them) before its first run: faster one-token products, the same bits, and the matrices' bytes held
+    /// in process memory instead of the file's page cache (their mapped pages are dropped), so the model must fit in
+    /// memory. On by default; set before the first forward pass. Runs with another expert runner (offloaded experts) copy
+    /// nothing.
     /// </summary>
     public bool InterleaveWeights { get; init; } = true;
 
@@ -129,8 +131,9 @@ public abstract class MoeModel
         _ => throw new ModelFormatException(ck.Path, $"unsupported architecture {ck.Config.Architecture}"),
     };
 
-    // Before the first CPU forward pass: the resident matrices (attention, shared expert, lm_head) replaced by interleaved
-    // copies, their mapped pages released (they are read-only file mappings).
+    // Before the first CPU forward pass, in the resident mode (no other expert runner installed): the always-resident
+    // matrices (attention, shared expert, lm_head) replaced by interleaved copies, their mapped pages released (read-only
+    // file mappings). With experts offloaded the memory promise (resident weights + budget) is kept as it was: no copies.
     private void InterleaveOnce()
     {
         if (!InterleaveWeights || Volatile.Read(ref _interleaved) is not null) return;
@@ -138,6 +141,11 @@ public abstract class MoeModel
         {
             if (_interleaved is not null) return;
             var copies = new InterleavedWeights();
+            if (_experts is not (null or ResidentExperts))
+            {
+                Volatile.Write(ref _interleaved, copies);
+                return;
+            }
             foreach (var l in Layers)
             {
                 l.Q = copies.Add(l.Q, releaseSource: true);

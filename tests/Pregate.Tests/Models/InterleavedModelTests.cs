@@ -48,4 +48,23 @@ public sealed class InterleavedModelTests(ITestOutputHelper output)
         Assert.Equal(0, plain.InterleavedBytes);
         Assert.Equal(VecDot.UseAvx2, packed.InterleavedBytes > 0);
     }
+
+    [Fact]
+    public void AnotherExpertRunnerLeavesTheWeightsInPlace()
+    {
+        // Offloaded experts promise resident weights + budget: with a runner other than the resident one nothing is copied.
+        var c = SynthShapes.Get("tiny");
+        using var ck = Checkpoint.Open(Synth("tiny", c, DType.Q8_0, gguf: true));
+        var model = MoeModel.Load(ck);
+        model.Experts = new Forwarding(new ResidentExperts(ck));
+        var state = model.CreateState(8);
+        model.Forward(state, 5, new float[c.VocabSize]);
+        Assert.Equal(0, model.InterleavedBytes);
+    }
+
+    private sealed class Forwarding(IExpertRunner inner) : IExpertRunner
+    {
+        public void Run(int layer, ReadOnlySpan<int> ids, ReadOnlySpan<float> weights, ActivationQ8 x, Span<float> y, ExpertScratch scratch, WorkerTeam? team) =>
+            inner.Run(layer, ids, weights, x, y, scratch, team);
+    }
 }
