@@ -227,6 +227,9 @@ public static unsafe class MatMul
         /// <summary>Longest fp16 row widened on the stack (64 KiB of floats), and the floats a tile of widened rows aims for.</summary>
         private const int MaxWidenedCols = 16384, WidenedTileFloats = 12288;
 
+        /// <summary>Vectors per pass over a tile of widened rows: whole tiles of two and of three.</summary>
+        private const int WidenedTokenBlock = 12;
+
         /// <summary>Rows this many bytes of weights at a time are reused across all tokens while they sit in L2.</summary>
         private const int RowTileBytes = 16 * 1024;
 
@@ -378,18 +381,20 @@ public static unsafe class MatMul
         private readonly void F16Widened(int start, int end)
         {
             int cols = W.Cols, rows = W.Rows;
+            // Rows per tile: about WidenedTileFloats, a multiple of three (the AVX2 tile) while rows are short.
             int tileRows = Math.Max(1, WidenedTileFloats / cols);
+            if (cols <= WidenedTileFloats / 3) tileRows = (tileRows + 2) / 3 * 3;
             float* wide = stackalloc float[tileRows * cols];
             float* quad = stackalloc float[4];
-            float* oct = stackalloc float[8];
+            float* oct = stackalloc float[9];
             for (int r0 = start; r0 < end; r0 += tileRows)
             {
                 int r1 = Math.Min(end, r0 + tileRows);
                 for (int r = r0; r < r1; r++)
                     VecDot.WidenF16Row((ushort*)W.Row(r), wide + (r - r0) * cols, cols);
-                for (int t0 = 0; t0 < Tokens; t0 += TokenBlock)
+                for (int t0 = 0; t0 < Tokens; t0 += WidenedTokenBlock)
                 {
-                    int t1 = Math.Min(Tokens, t0 + TokenBlock);
+                    int t1 = Math.Min(Tokens, t0 + WidenedTokenBlock);
                     int r = r0;
                     if (Vector512.IsHardwareAccelerated)
                     {
@@ -408,6 +413,30 @@ public static unsafe class MatMul
                             }
                             for (; t < t1; t++)
                                 for (int i = 0; i < 4; i++) Y[(long)t * rows + r + i] = VecDot.F16WidenedVector256(w0 + i * cols, (float*)(X + t * XStride), cols);
+                        }
+                    }
+                    else if (Fma.IsSupported)
+                    {
+                        for (; r + 3 <= r1; r += 3)
+                        {
+                            float* w0 = wide + (r - r0) * cols;
+                            int t = t0;
+                            for (; t + 3 <= t1; t += 3)
+                            {
+                                VecDot.F16WidenedVector256x3x3(w0, cols, (float*)(X + t * XStride), XStride / sizeof(float), cols, oct);
+                                for (int i = 0; i < 9; i++) Y[(long)(t + i % 3) * rows + r + i / 3] = oct[i];
+                            }
+                            for (int i = 0; i < 3 && t < t1; i++)
+                            {
+                                float* w = w0 + i * cols;
+                                if (t + 2 <= t1)
+                                {
+                                    VecDot.F16WidenedVector256x2(w, (float*)(X + t * XStride), (float*)(X + (t + 1) * XStride), cols, out float y0, out float y1);
+                                    Y[(long)t * rows + r + i] = y0;
+                                    Y[(long)(t + 1) * rows + r + i] = y1;
+                                }
+                                else Y[(long)t * rows + r + i] = VecDot.F16WidenedVector256(w, (float*)(X + t * XStride), cols);
+                            }
                         }
                     }
                     if (Avx512F.VL.IsSupported)

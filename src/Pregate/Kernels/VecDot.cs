@@ -346,6 +346,52 @@ public static unsafe partial class VecDot
     }
 
     /// <summary>
+    /// Nine <see cref="F16WidenedVector256"/> products, three widened rows (<paramref name="rowStride"/> floats apart) × three
+    /// vectors (<paramref name="xStride"/> floats apart; y[r·3 + t]), with AVX2's sixteen registers: a product's four 8-wide
+    /// accumulators (elements i+8k.. of every 32 in accumulator k) are run one k at a time, so nine accumulators, three
+    /// rows and three inputs fit at once and each load serves three products; columns go in chunks that stay in L1, the
+    /// accumulators parked between chunks. Every accumulator sees its elements in the same order: the same bits.
+    /// </summary>
+    internal static void F16WidenedVector256x3x3(float* w, long rowStride, float* x, long xStride, int n, float* y)
+    {
+        const int Chunk = 512;
+        int np = n & ~31;
+        var acc = stackalloc Vector256<float>[4 * 9];
+        for (int i = 0; i < 4 * 9; i++) acc[i] = default;
+        float* w1 = w + rowStride, w2 = w1 + rowStride;
+        float* x1 = x + xStride, x2 = x1 + xStride;
+        for (int c0 = 0; c0 < np; c0 += Chunk)
+        {
+            int c1 = Math.Min(np, c0 + Chunk);
+            for (int k = 0; k < 4; k++)
+            {
+                var a = acc + 9 * k;
+                Vector256<float> s00 = a[0], s01 = a[1], s02 = a[2], s10 = a[3], s11 = a[4], s12 = a[5], s20 = a[6], s21 = a[7], s22 = a[8];
+                for (int i = c0 + 8 * k; i < c1; i += 32)
+                {
+                    var p = Vector256.Load(x + i);
+                    var q = Vector256.Load(x1 + i);
+                    var r = Vector256.Load(x2 + i);
+                    var u = Vector256.Load(w + i);
+                    s00 = MulAdd(u, p, s00); s01 = MulAdd(u, q, s01); s02 = MulAdd(u, r, s02);
+                    u = Vector256.Load(w1 + i);
+                    s10 = MulAdd(u, p, s10); s11 = MulAdd(u, q, s11); s12 = MulAdd(u, r, s12);
+                    u = Vector256.Load(w2 + i);
+                    s20 = MulAdd(u, p, s20); s21 = MulAdd(u, q, s21); s22 = MulAdd(u, r, s22);
+                }
+                a[0] = s00; a[1] = s01; a[2] = s02; a[3] = s10; a[4] = s11; a[5] = s12; a[6] = s20; a[7] = s21; a[8] = s22;
+            }
+        }
+        for (int rt = 0; rt < 9; rt++)
+        {
+            float* wr = w + rt / 3 * rowStride, xt = x + rt % 3 * xStride;
+            double sum = Reduce(acc[rt], acc[9 + rt], acc[18 + rt], acc[27 + rt]);
+            for (int i = np; i < n; i++) sum += wr[i] * xt[i];
+            y[rt] = (float)sum;
+        }
+    }
+
+    /// <summary>
     /// Eight <see cref="F16WidenedVector256"/> products, four widened rows (<paramref name="rowStride"/> floats apart) × two
     /// vectors (y[r·2 + t]), in 16-lane registers (AVX-512F): lanes 0–7 and 8–15 of one accumulator are two of a product's
     /// four 8-wide ones (elements i..i+15, then i+16..i+31 in the second), so every product keeps its sums and order. Each

@@ -1,7 +1,7 @@
 // The mat-mul's shared-load tiles (Q8_0 4 rows × 1 vector, 2 rows × 4 vectors with AVX2 and with AVX-VNNI; Q4_0 2 rows ×
-// 1 vector and 2 rows × 4 vectors with and without AVX-VNNI; fp16 rows widened once, 1, 2 or 4 rows × 2 vectors) against the
-// single-row dot kernels bit for bit, on every block count including extreme values (±127, −128 weights, zero blocks);
-// and fused multi-matrix runs against separate mat-muls.
+// 1 vector and 2 rows × 4 vectors with and without AVX-VNNI; fp16 rows widened once, 1, 2 or 4 rows × 2 vectors and 3 × 3)
+// against the single-row dot kernels bit for bit, on every block count including extreme values (±127, −128 weights, zero
+// blocks); and fused multi-matrix runs against separate mat-muls.
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -206,6 +206,34 @@ public unsafe class MatMulTileTests(ITestOutputHelper output)
                 Assert.Equal(Bits(VecDot.F16WidenedVector256(pWide + 1, p1, n - 1)), Bits(quad[1]));
                 Assert.Equal(Bits(VecDot.F16WidenedVector256(pWide, p0, n - 1)), Bits(quad[2]));
             }
+        }
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(7)]
+    [InlineData(8)]
+    [InlineData(9)]
+    [InlineData(31)]
+    [InlineData(32)]
+    [InlineData(33)]
+    [InlineData(259)]
+    [InlineData(512)]
+    [InlineData(545)]
+    [InlineData(2816)]
+    public void WidenedF16ThreeByThreeTileEqualsTheRowDot(int n)
+    {
+        if (!Vector256.IsHardwareAccelerated) return;
+        var w = TestData.Gaussian(3 * n + 5, 60 + n);   // rows 'n + 2' floats apart, inputs 'n + 1' apart: unaligned starts
+        var x = TestData.Gaussian(3 * n + 5, 61 + n);
+        float* y = stackalloc float[9];
+        fixed (float* pw = w) fixed (float* px = x)
+        {
+            VecDot.F16WidenedVector256x3x3(pw, n + 2, px, n + 1, n, y);
+            for (int r = 0; r < 3; r++)
+                for (int t = 0; t < 3; t++)
+                    Assert.True(Bits(VecDot.F16WidenedVector256(pw + r * (n + 2), px + t * (n + 1), n)) == Bits(y[3 * r + t]), $"n={n}: row {r}, vector {t}");
         }
     }
 
