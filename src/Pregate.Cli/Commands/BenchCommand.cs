@@ -255,7 +255,8 @@ internal static class BenchCommand
                 o.WriteLine(Invariant($"llama.cpp    prefill {pp:0.0} tok/s, decode {pd:0.0} tok/s (K/V {theirs[0].KvType}, flash attention off)"));
                 o.WriteLine(Invariant($"ratio        prefill {_prefill / pp:0.00}×, decode {_decode / pd:0.00}× (pregate / llama.cpp)"));
             }
-            o.WriteLine($"weights      {Units.Bytes(_bytesPerToken)} read per decoded token");
+            long interleaved = session.Model.InterleavedBytes;
+            o.WriteLine($"weights      {Units.Bytes(_bytesPerToken)} read per decoded token" + (interleaved > 0 ? $"; {Units.Bytes(interleaved)} copied into interleaved rows" : ""));
             if (rooflineBytesPerSecond is double r)
                 o.WriteLine(Invariant($"roofline     {r / 1e9:0.0} GB/s read with {session.Team.ThreadCount} threads (measured at start)"));
             o.WriteLine($"peak RSS     {(_peakRss is long b ? Units.Bytes(b) : "n/a")}");
@@ -281,6 +282,7 @@ internal static class BenchCommand
                 w.WriteNumber("prefill_tok_s", _prefill);
                 w.WriteNumber("decode_tok_s", _decode);
                 w.WriteNumber("bytes_per_token", _bytesPerToken);
+                w.WriteNumber("interleaved_bytes", session.Model.InterleavedBytes);
                 Number("roofline_gb_s", rooflineBytesPerSecond / 1e9);
                 Number("roofline_fraction", RooflineFraction);
                 // Expert-cache figures exist only where experts are offloaded; the resident runner moves nothing.

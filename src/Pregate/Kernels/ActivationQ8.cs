@@ -1,9 +1,11 @@
 // Input vectors of a mat-vec / mat-mul in every form the weight types need: the floats (F32 weights, and F16/BF16 weights
-// by default), fp16/bf16 copies (F16/BF16 weights in llama.cpp-compatible mode), Q8_0 blocks (Q8_0/Q4_0 weights) and Q8_K
-// blocks (Q4_K/Q6_K weights). Each form is made at most once per Load, so one input shared by several matrices (gate and
-// up projections, every expert of a layer) is converted once, as in llama.cpp.
+// by default), fp16/bf16 copies (F16/BF16 weights in llama.cpp-compatible mode), the F16 input scaled by 2^112 (the
+// decode kernel for F16 weights), Q8_0 blocks (Q8_0/Q4_0 weights) and Q8_K blocks (Q4_K/Q6_K weights). Each form is made
+// at most once per Load, so one input shared by several matrices (gate and up projections, every expert of a layer) is
+// converted once, as in llama.cpp.
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using Pregate.Core;
 
 namespace Pregate.Kernels;
@@ -32,6 +34,8 @@ public sealed unsafe class ActivationQ8
     private readonly byte[] _q8_0;
     private readonly byte[] _q8_K;
     private readonly ushort[] _half;
+    private readonly float[] _scaled;
+    private ScaledForm _scaledForm;
     private bool _hasQ8_0;
     private bool _hasQ8_K;
     private DType _halfType;   // F16 or BF16 when _half holds the current input in that type, else F32
@@ -52,7 +56,10 @@ public sealed unsafe class ActivationQ8
         _q8_K = GC.AllocateUninitializedArray<byte>(checked((int)(n / BlockQ8_K.Size * Unsafe.SizeOf<BlockQ8_K>())), pinned: true);
         HalfInput = halfInput;
         _half = halfInput == HalfWeightInput.WeightType ? GC.AllocateUninitializedArray<ushort>((int)n, pinned: true) : [];
+        _scaled = VecDot.HasScaledF16 ? GC.AllocateUninitializedArray<float>((int)n, pinned: true) : [];
     }
+
+    private enum ScaledForm { Stale, Ready, Unavailable }
 
     /// <summary>What F16/BF16 weights multiply (fixed at construction).</summary>
     public HalfWeightInput HalfInput { get; }
@@ -86,9 +93,7 @@ public sealed unsafe class ActivationQ8
         x.CopyTo(_values);
         Cols = cols;
         Tokens = tokens;
-        _hasQ8_0 = false;
-        _hasQ8_K = false;
-        _halfType = DType.F32;
+        Invalidate();
     }
 
     /// <summary>
@@ -108,9 +113,15 @@ public sealed unsafe class ActivationQ8
         }
         Cols = cols;
         Tokens = rows.Length;
+        Invalidate();
+    }
+
+    private void Invalidate()
+    {
         _hasQ8_0 = false;
         _hasQ8_K = false;
         _halfType = DType.F32;
+        _scaledForm = ScaledForm.Stale;
     }
 
     /// <summary>The floats of every loaded vector, [Tokens, Cols] row-major.</summary>
@@ -150,7 +161,51 @@ public sealed unsafe class ActivationQ8
                 _halfType = DType.BF16;
                 break;
         }
+        if (weightType == DType.F16 && _scaledForm == ScaledForm.Stale) PrepareScaled();
     }
+
+    // x·2^112 (or, in llama.cpp-compatible mode, the fp16 copy widened and scaled) for VecDot.F16Scaled; unavailable without
+    // AVX2 or when a finite |x| reaches 2^16, which the scaling would overflow.
+    private void PrepareScaled()
+    {
+        _scaledForm = ScaledForm.Unavailable;
+        if (_scaled.Length == 0) return;
+        int n = Cols * Tokens;
+        var dst = _scaled.AsSpan(0, n);
+        if (UsesHalfCopy(DType.F16)) Fp16.ToFloat(_half.AsSpan(0, n), dst);   // |fp16| ≤ 65504: always in range
+        else if (!ScalesExactly(_values.AsSpan(0, n))) return;
+        else _values.AsSpan(0, n).CopyTo(dst);
+        System.Numerics.Tensors.TensorPrimitives.Multiply(dst, VecDot.HalfInputScale, dst);
+        _scaledForm = ScaledForm.Ready;
+    }
+
+    // False when a finite value has |v| ≥ 2^16 (its bits without the sign in [0x47800000, 0x7F800000)).
+    private static bool ScalesExactly(ReadOnlySpan<float> values)
+    {
+        var bits = MemoryMarshal.Cast<float, int>(values);
+        int i = 0;
+        var magnitude = Vector256.Create(0x7FFFFFFF);
+        var low = Vector256.Create(0x47800000 - 1);
+        var high = Vector256.Create(0x7F800000);
+        for (; i + 8 <= bits.Length; i += 8)
+        {
+            var m = Vector256.Create(bits.Slice(i, 8)) & magnitude;
+            if (Vector256.EqualsAny(Vector256.GreaterThan(m, low) & Vector256.LessThan(m, high), Vector256<int>.AllBitsSet)) return false;
+        }
+        for (; i < bits.Length; i++)
+        {
+            int m = bits[i] & 0x7FFFFFFF;
+            if (m >= 0x47800000 && m < 0x7F800000) return false;
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// The input scaled for <see cref="VecDot.F16Scaled"/> ([Tokens, Cols] floats), or null where it is unavailable;
+    /// <see cref="Prepare"/>(F16) must have run.
+    /// </summary>
+    internal float* ScaledHalfInput() =>
+        _scaledForm == ScaledForm.Ready ? (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_scaled)) : null;
 
     private void RequireBlocks(int blockSize, DType weightType)
     {

@@ -57,16 +57,44 @@ public static unsafe partial class VecDot
 
     internal static float Q8_0(BlockQ8_0* w, BlockQ8_0* x, int nb) => UseAvx2 ? Q8_0Avx2(w, x, nb) : Q8_0Scalar(w, x, nb);
 
-    internal static float Q8_0Avx2(BlockQ8_0* w, BlockQ8_0* x, int nb)
+    /// <summary>
+    /// Q8_0 row dot; the row's blocks lie <paramref name="stride"/> blocks apart (1: a plain row, 8: a row of an
+    /// interleaved group, see <see cref="WeightMatrix.Interleave"/>).
+    /// </summary>
+    internal static float Q8_0Avx2(BlockQ8_0* w, BlockQ8_0* x, int nb, int stride = 1)
     {
         var acc = Vector256<float>.Zero;
-        for (int ib = 0; ib < nb; ib++)
+        for (int ib = 0; ib < nb; ib++, w += stride)
         {
-            var d = Vector256.Create(Fp16.ToFloat(w[ib].D) * Fp16.ToFloat(x[ib].D));
-            var q = MulSumI8Pairs(Avx.LoadVector256(w[ib].Qs), Avx.LoadVector256(x[ib].Qs));
+            var d = Vector256.Create(Fp16.ToFloat(w->D) * Fp16.ToFloat(x[ib].D));
+            var q = MulSumI8Pairs(Avx.LoadVector256(w->Qs), Avx.LoadVector256(x[ib].Qs));
             acc = Fma.MultiplyAdd(d, q, acc);
         }
         return HorizontalSum(acc);
+    }
+
+    /// <summary>
+    /// y[j] = Q8_0Avx2(row j, x) for the eight rows of an interleaved group (block k of row j at group[8k + j]): eight
+    /// accumulators over one sequential stream, each row's operations those of Q8_0Avx2, so the results are the same bits.
+    /// </summary>
+    internal static void Q8_0Avx2Group8(BlockQ8_0* group, BlockQ8_0* x, int nb, float* y)
+    {
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+        var p = group;
+        for (int ib = 0; ib < nb; ib++, p += 8)
+        {
+            var xq = Avx.LoadVector256(x[ib].Qs);
+            float dx = Fp16.ToFloat(x[ib].D);
+            a0 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(p[0].D) * dx), MulSumI8Pairs(Avx.LoadVector256(p[0].Qs), xq), a0);
+            a1 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(p[1].D) * dx), MulSumI8Pairs(Avx.LoadVector256(p[1].Qs), xq), a1);
+            a2 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(p[2].D) * dx), MulSumI8Pairs(Avx.LoadVector256(p[2].Qs), xq), a2);
+            a3 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(p[3].D) * dx), MulSumI8Pairs(Avx.LoadVector256(p[3].Qs), xq), a3);
+            a4 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(p[4].D) * dx), MulSumI8Pairs(Avx.LoadVector256(p[4].Qs), xq), a4);
+            a5 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(p[5].D) * dx), MulSumI8Pairs(Avx.LoadVector256(p[5].Qs), xq), a5);
+            a6 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(p[6].D) * dx), MulSumI8Pairs(Avx.LoadVector256(p[6].Qs), xq), a6);
+            a7 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(p[7].D) * dx), MulSumI8Pairs(Avx.LoadVector256(p[7].Qs), xq), a7);
+        }
+        StoreSums8(a0, a1, a2, a3, a4, a5, a6, a7, y);
     }
 
     // Tiles of several (row, vector) dot products sharing their loads. Every product keeps Q8_0Avx2's order exactly
@@ -77,21 +105,21 @@ public static unsafe partial class VecDot
     /// block read (the next pass's rows): four interleaved row streams defeat the hardware prefetcher (a mat-vec streaming
     /// from DRAM ran at half speed without this; with it, faster than one row at a time).
     /// </summary>
-    internal static void Q8_0Avx2Rows4(BlockQ8_0* w0, BlockQ8_0* w1, BlockQ8_0* w2, BlockQ8_0* w3, BlockQ8_0* x, int nb, long prefetchOffset, float* y)
+    internal static void Q8_0Avx2Rows4(BlockQ8_0* w0, BlockQ8_0* w1, BlockQ8_0* w2, BlockQ8_0* w3, BlockQ8_0* x, int nb, long prefetchOffset, float* y, int stride = 1)
     {
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
-        for (int ib = 0; ib < nb; ib++)
+        for (int ib = 0; ib < nb; ib++, w0 += stride, w1 += stride, w2 += stride, w3 += stride)
         {
-            Sse.Prefetch0((byte*)(w0 + ib) + prefetchOffset);
-            Sse.Prefetch0((byte*)(w1 + ib) + prefetchOffset);
-            Sse.Prefetch0((byte*)(w2 + ib) + prefetchOffset);
-            Sse.Prefetch0((byte*)(w3 + ib) + prefetchOffset);
+            Sse.Prefetch0((byte*)w0 + prefetchOffset);
+            Sse.Prefetch0((byte*)w1 + prefetchOffset);
+            Sse.Prefetch0((byte*)w2 + prefetchOffset);
+            Sse.Prefetch0((byte*)w3 + prefetchOffset);
             var xq = Avx.LoadVector256(x[ib].Qs);
             var dx = Vector256.Create(Fp16.ToFloat(x[ib].D));
-            a0 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(w0[ib].D)) * dx, MulSumI8Pairs(Avx.LoadVector256(w0[ib].Qs), xq), a0);
-            a1 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(w1[ib].D)) * dx, MulSumI8Pairs(Avx.LoadVector256(w1[ib].Qs), xq), a1);
-            a2 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(w2[ib].D)) * dx, MulSumI8Pairs(Avx.LoadVector256(w2[ib].Qs), xq), a2);
-            a3 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(w3[ib].D)) * dx, MulSumI8Pairs(Avx.LoadVector256(w3[ib].Qs), xq), a3);
+            a0 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(w0->D)) * dx, MulSumI8Pairs(Avx.LoadVector256(w0->Qs), xq), a0);
+            a1 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(w1->D)) * dx, MulSumI8Pairs(Avx.LoadVector256(w1->Qs), xq), a1);
+            a2 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(w2->D)) * dx, MulSumI8Pairs(Avx.LoadVector256(w2->Qs), xq), a2);
+            a3 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(w3->D)) * dx, MulSumI8Pairs(Avx.LoadVector256(w3->Qs), xq), a3);
         }
         y[0] = HorizontalSum(a0);
         y[1] = HorizontalSum(a1);
@@ -100,18 +128,18 @@ public static unsafe partial class VecDot
     }
 
     /// <summary>y[r·4 + t] = Q8_0(w_r, x_t) for two rows and four vectors.</summary>
-    internal static void Q8_0Avx2Tile2x4(BlockQ8_0* w0, BlockQ8_0* w1, BlockQ8_0* x0, BlockQ8_0* x1, BlockQ8_0* x2, BlockQ8_0* x3, int nb, float* y)
+    internal static void Q8_0Avx2Tile2x4(BlockQ8_0* w0, BlockQ8_0* w1, BlockQ8_0* x0, BlockQ8_0* x1, BlockQ8_0* x2, BlockQ8_0* x3, int nb, float* y, int stride = 1)
     {
         Vector256<float> a00 = default, a01 = default, a02 = default, a03 = default;
         Vector256<float> a10 = default, a11 = default, a12 = default, a13 = default;
-        for (int ib = 0; ib < nb; ib++)
+        for (int ib = 0; ib < nb; ib++, w0 += stride, w1 += stride)
         {
-            var q0 = Avx.LoadVector256(w0[ib].Qs);
-            var q1 = Avx.LoadVector256(w1[ib].Qs);
+            var q0 = Avx.LoadVector256(w0->Qs);
+            var q1 = Avx.LoadVector256(w1->Qs);
             var abs0 = Avx2.Sign(q0, q0).AsByte();
             var abs1 = Avx2.Sign(q1, q1).AsByte();
-            var d0 = Vector256.Create(Fp16.ToFloat(w0[ib].D));
-            var d1 = Vector256.Create(Fp16.ToFloat(w1[ib].D));
+            var d0 = Vector256.Create(Fp16.ToFloat(w0->D));
+            var d1 = Vector256.Create(Fp16.ToFloat(w1->D));
 
             var xq = Avx.LoadVector256(x0[ib].Qs);
             var dx = Vector256.Create(Fp16.ToFloat(x0[ib].D));
@@ -146,19 +174,19 @@ public static unsafe partial class VecDot
     /// sign trick never saturates its int16 pairs), so every float operation and the result are the same bits, for every
     /// activation the Q8_0 activation quantizer produces (values in [−127, 127]).
     /// </summary>
-    internal static void Q8_0VnniTile2x4(BlockQ8_0* w0, BlockQ8_0* w1, BlockQ8_0* x0, BlockQ8_0* x1, BlockQ8_0* x2, BlockQ8_0* x3, int nb, float* y)
+    internal static void Q8_0VnniTile2x4(BlockQ8_0* w0, BlockQ8_0* w1, BlockQ8_0* x0, BlockQ8_0* x1, BlockQ8_0* x2, BlockQ8_0* x3, int nb, float* y, int stride = 1)
     {
         Vector256<float> a00 = default, a01 = default, a02 = default, a03 = default;
         Vector256<float> a10 = default, a11 = default, a12 = default, a13 = default;
         var offset = Vector256.Create((byte)0x80);
-        for (int ib = 0; ib < nb; ib++)
+        for (int ib = 0; ib < nb; ib++, w0 += stride, w1 += stride)
         {
-            var q0 = Avx.LoadVector256(w0[ib].Qs);
-            var q1 = Avx.LoadVector256(w1[ib].Qs);
+            var q0 = Avx.LoadVector256(w0->Qs);
+            var q1 = Avx.LoadVector256(w1->Qs);
             var c0 = Vector256<int>.Zero - AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, offset, q0);
             var c1 = Vector256<int>.Zero - AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, offset, q1);
-            var d0 = Vector256.Create(Fp16.ToFloat(w0[ib].D));
-            var d1 = Vector256.Create(Fp16.ToFloat(w1[ib].D));
+            var d0 = Vector256.Create(Fp16.ToFloat(w0->D));
+            var d1 = Vector256.Create(Fp16.ToFloat(w1->D));
 
             var xu = Avx.LoadVector256((byte*)x0[ib].Qs) ^ offset;
             var dx = Vector256.Create(Fp16.ToFloat(x0[ib].D));
@@ -211,16 +239,17 @@ public static unsafe partial class VecDot
 
     internal static float Q4_0(BlockQ4_0* w, BlockQ8_0* x, int nb) => UseAvx2 ? Q4_0Avx2(w, x, nb) : Q4_0Scalar(w, x, nb);
 
-    internal static float Q4_0Avx2(BlockQ4_0* w, BlockQ8_0* x, int nb)
+    /// <summary>Q4_0 row dot; the row's blocks lie <paramref name="stride"/> blocks apart (see <see cref="Q8_0Avx2"/>).</summary>
+    internal static float Q4_0Avx2(BlockQ4_0* w, BlockQ8_0* x, int nb, int stride = 1)
     {
         var acc = Vector256<float>.Zero;
         var lowMask = Vector256.Create((byte)0xF);
         var off = Vector256.Create((sbyte)8);
-        for (int ib = 0; ib < nb; ib++)
+        for (int ib = 0; ib < nb; ib++, w += stride)
         {
-            var d = Vector256.Create(Fp16.ToFloat(w[ib].D) * Fp16.ToFloat(x[ib].D));
+            var d = Vector256.Create(Fp16.ToFloat(w->D) * Fp16.ToFloat(x[ib].D));
             // bytes_from_nibbles_32: elements 0..15 are the low nibbles, 16..31 the high nibbles.
-            var tmp = Sse2.LoadVector128(w[ib].Qs);
+            var tmp = Sse2.LoadVector128(w->Qs);
             var nibbles = Vector256.Create(tmp, Sse2.ShiftRightLogical(tmp.AsUInt16(), 4).AsByte()) & lowMask;
             var qx = Avx2.Subtract(nibbles.AsSByte(), off);
             var q = MulSumI8Pairs(qx, Avx.LoadVector256(x[ib].Qs));
@@ -236,39 +265,208 @@ public static unsafe partial class VecDot
     /// <paramref name="prefetchOffset"/> past each block read (the next pair of rows), as two interleaved row streams
     /// otherwise confuse the hardware prefetcher.
     /// </summary>
-    internal static void Q4_0Avx2Rows2(BlockQ4_0* w0, BlockQ4_0* w1, BlockQ8_0* x, int nb, long prefetchOffset, out float y0, out float y1)
+    internal static void Q4_0Avx2Rows2(BlockQ4_0* w0, BlockQ4_0* w1, BlockQ8_0* x, int nb, long prefetchOffset, out float y0, out float y1, int stride = 1)
     {
         Vector256<float> a0 = default, a1 = default;
         var eight = Vector256.Create((byte)8);
         var ones = Vector256.Create((short)1);
-        for (int ib = 0; ib < nb; ib++)
+        for (int ib = 0; ib < nb; ib++, w0 += stride, w1 += stride)
         {
             // One prefetch per row every other block (36 bytes) covers each cache line.
             if ((ib & 1) == 0)
             {
-                Sse.Prefetch0((byte*)(w0 + ib) + prefetchOffset);
-                Sse.Prefetch0((byte*)(w1 + ib) + prefetchOffset);
+                Sse.Prefetch0((byte*)w0 + prefetchOffset);
+                Sse.Prefetch0((byte*)w1 + prefetchOffset);
             }
             var xq = Avx.LoadVector256(x[ib].Qs);
             float dx = Fp16.ToFloat(x[ib].D);
             var offset = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(eight, xq), ones);
-            a0 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(w0[ib].D) * dx), Q4_0Lanes(w0[ib].Qs, xq, offset), a0);
-            a1 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(w1[ib].D) * dx), Q4_0Lanes(w1[ib].Qs, xq, offset), a1);
+            a0 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(w0->D) * dx), Q4_0Lanes(w0->Qs, xq, offset), a0);
+            a1 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(w1->D) * dx), Q4_0Lanes(w1->Qs, xq, offset), a1);
         }
         y0 = HorizontalSum(a0);
         y1 = HorizontalSum(a1);
     }
 
-    // Σ (n − 8)·x over each group of four values as floats: nibbles (bytes 0..15 low, 16..31 high, as bytes_from_nibbles_32)
-    // times x, pairs and then groups summed, less the 8·Σx of the group.
+    /// <summary>
+    /// y[r·4 + t] = Q4_0Avx2(w_r, x_t) for two rows and four vectors, each bit-identical to Q4_0Avx2 as
+    /// <see cref="Q4_0Avx2Rows2"/> is: each row's nibbles are unpacked once for the four vectors, each vector's 8·Σx once
+    /// for both rows (with AVX-VNNI, one vpdpbusd per product starting from −8·Σx).
+    /// </summary>
+    internal static void Q4_0Avx2Tile2x4(BlockQ4_0* w0, BlockQ4_0* w1, BlockQ8_0* x0, BlockQ8_0* x1, BlockQ8_0* x2, BlockQ8_0* x3, int nb, float* y, int stride = 1)
+    {
+        if (AvxVnni.IsSupported) Q4_0VnniTile2x4(w0, w1, x0, x1, x2, x3, nb, y, stride);
+        else Q4_0Fma3Tile2x4(w0, w1, x0, x1, x2, x3, nb, y, stride);
+    }
+
+    internal static void Q4_0Fma3Tile2x4(BlockQ4_0* w0, BlockQ4_0* w1, BlockQ8_0* x0, BlockQ8_0* x1, BlockQ8_0* x2, BlockQ8_0* x3, int nb, float* y, int stride)
+    {
+        Vector256<float> a00 = default, a01 = default, a02 = default, a03 = default;
+        Vector256<float> a10 = default, a11 = default, a12 = default, a13 = default;
+        var eight = Vector256.Create((byte)8);
+        var ones = Vector256.Create((short)1);
+        for (int ib = 0; ib < nb; ib++, w0 += stride, w1 += stride)
+        {
+            var n0 = Q4_0Nibbles(w0->Qs);
+            var n1 = Q4_0Nibbles(w1->Qs);
+            var d0 = Vector256.Create(Fp16.ToFloat(w0->D));
+            var d1 = Vector256.Create(Fp16.ToFloat(w1->D));
+
+            var xq = Avx.LoadVector256(x0[ib].Qs);
+            var dx = Vector256.Create(Fp16.ToFloat(x0[ib].D));
+            var off = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(eight, xq), ones);
+            a00 = Fma.MultiplyAdd(d0 * dx, NibbleLanes(n0, xq, off, ones), a00);
+            a10 = Fma.MultiplyAdd(d1 * dx, NibbleLanes(n1, xq, off, ones), a10);
+            xq = Avx.LoadVector256(x1[ib].Qs);
+            dx = Vector256.Create(Fp16.ToFloat(x1[ib].D));
+            off = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(eight, xq), ones);
+            a01 = Fma.MultiplyAdd(d0 * dx, NibbleLanes(n0, xq, off, ones), a01);
+            a11 = Fma.MultiplyAdd(d1 * dx, NibbleLanes(n1, xq, off, ones), a11);
+            xq = Avx.LoadVector256(x2[ib].Qs);
+            dx = Vector256.Create(Fp16.ToFloat(x2[ib].D));
+            off = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(eight, xq), ones);
+            a02 = Fma.MultiplyAdd(d0 * dx, NibbleLanes(n0, xq, off, ones), a02);
+            a12 = Fma.MultiplyAdd(d1 * dx, NibbleLanes(n1, xq, off, ones), a12);
+            xq = Avx.LoadVector256(x3[ib].Qs);
+            dx = Vector256.Create(Fp16.ToFloat(x3[ib].D));
+            off = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(eight, xq), ones);
+            a03 = Fma.MultiplyAdd(d0 * dx, NibbleLanes(n0, xq, off, ones), a03);
+            a13 = Fma.MultiplyAdd(d1 * dx, NibbleLanes(n1, xq, off, ones), a13);
+        }
+        StoreSums8(a00, a01, a02, a03, a10, a11, a12, a13, y);
+    }
+
+    internal static void Q4_0VnniTile2x4(BlockQ4_0* w0, BlockQ4_0* w1, BlockQ8_0* x0, BlockQ8_0* x1, BlockQ8_0* x2, BlockQ8_0* x3, int nb, float* y, int stride)
+    {
+        Vector256<float> a00 = default, a01 = default, a02 = default, a03 = default;
+        Vector256<float> a10 = default, a11 = default, a12 = default, a13 = default;
+        var eight = Vector256.Create((byte)8);
+        for (int ib = 0; ib < nb; ib++, w0 += stride, w1 += stride)
+        {
+            var n0 = Q4_0Nibbles(w0->Qs);
+            var n1 = Q4_0Nibbles(w1->Qs);
+            var d0 = Vector256.Create(Fp16.ToFloat(w0->D));
+            var d1 = Vector256.Create(Fp16.ToFloat(w1->D));
+
+            var xq = Avx.LoadVector256(x0[ib].Qs);
+            var dx = Vector256.Create(Fp16.ToFloat(x0[ib].D));
+            var start = Vector256<int>.Zero - AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, eight, xq);
+            a00 = Fma.MultiplyAdd(d0 * dx, Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(start, n0, xq)), a00);
+            a10 = Fma.MultiplyAdd(d1 * dx, Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(start, n1, xq)), a10);
+            xq = Avx.LoadVector256(x1[ib].Qs);
+            dx = Vector256.Create(Fp16.ToFloat(x1[ib].D));
+            start = Vector256<int>.Zero - AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, eight, xq);
+            a01 = Fma.MultiplyAdd(d0 * dx, Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(start, n0, xq)), a01);
+            a11 = Fma.MultiplyAdd(d1 * dx, Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(start, n1, xq)), a11);
+            xq = Avx.LoadVector256(x2[ib].Qs);
+            dx = Vector256.Create(Fp16.ToFloat(x2[ib].D));
+            start = Vector256<int>.Zero - AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, eight, xq);
+            a02 = Fma.MultiplyAdd(d0 * dx, Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(start, n0, xq)), a02);
+            a12 = Fma.MultiplyAdd(d1 * dx, Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(start, n1, xq)), a12);
+            xq = Avx.LoadVector256(x3[ib].Qs);
+            dx = Vector256.Create(Fp16.ToFloat(x3[ib].D));
+            start = Vector256<int>.Zero - AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, eight, xq);
+            a03 = Fma.MultiplyAdd(d0 * dx, Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(start, n0, xq)), a03);
+            a13 = Fma.MultiplyAdd(d1 * dx, Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(start, n1, xq)), a13);
+        }
+        StoreSums8(a00, a01, a02, a03, a10, a11, a12, a13, y);
+    }
+
+    // Σ n·x less 8·Σx over each group of four values as floats, for nibbles already unpacked.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> NibbleLanes(Vector256<byte> nibbles, Vector256<sbyte> xq, Vector256<int> offset, Vector256<short> ones) =>
+        Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(nibbles, xq), ones) - offset);
+
+    /// <summary>
+    /// y[j] = Q4_0Avx2(row j, x) for the eight rows of an interleaved group (block k of row j at group[8k + j]), bit-identical
+    /// as <see cref="Q4_0Avx2Rows2"/> is: unsigned nibbles times x less 8·Σx (computed once per block), eight accumulators over
+    /// one sequential stream. With AVX-VNNI one vpdpbusd starting from −8·Σx gives the same exact int32 lanes.
+    /// </summary>
+    internal static void Q4_0Avx2Group8(BlockQ4_0* group, BlockQ8_0* x, int nb, float* y)
+    {
+        if (AvxVnni.IsSupported) Q4_0VnniGroup8(group, x, nb, y);
+        else Q4_0Fma3Group8(group, x, nb, y);
+    }
+
+    internal static void Q4_0Fma3Group8(BlockQ4_0* group, BlockQ8_0* x, int nb, float* y)
+    {
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+        var eight = Vector256.Create((byte)8);
+        var ones = Vector256.Create((short)1);
+        var p = group;
+        for (int ib = 0; ib < nb; ib++, p += 8)
+        {
+            var xq = Avx.LoadVector256(x[ib].Qs);
+            float dx = Fp16.ToFloat(x[ib].D);
+            var offset = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(eight, xq), ones);
+            a0 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(p[0].D) * dx), Q4_0Lanes(p[0].Qs, xq, offset), a0);
+            a1 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(p[1].D) * dx), Q4_0Lanes(p[1].Qs, xq, offset), a1);
+            a2 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(p[2].D) * dx), Q4_0Lanes(p[2].Qs, xq, offset), a2);
+            a3 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(p[3].D) * dx), Q4_0Lanes(p[3].Qs, xq, offset), a3);
+            a4 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(p[4].D) * dx), Q4_0Lanes(p[4].Qs, xq, offset), a4);
+            a5 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(p[5].D) * dx), Q4_0Lanes(p[5].Qs, xq, offset), a5);
+            a6 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(p[6].D) * dx), Q4_0Lanes(p[6].Qs, xq, offset), a6);
+            a7 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(p[7].D) * dx), Q4_0Lanes(p[7].Qs, xq, offset), a7);
+        }
+        StoreSums8(a0, a1, a2, a3, a4, a5, a6, a7, y);
+    }
+
+    internal static void Q4_0VnniGroup8(BlockQ4_0* group, BlockQ8_0* x, int nb, float* y)
+    {
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+        var eight = Vector256.Create((byte)8);
+        var p = group;
+        for (int ib = 0; ib < nb; ib++, p += 8)
+        {
+            var xq = Avx.LoadVector256(x[ib].Qs);
+            float dx = Fp16.ToFloat(x[ib].D);
+            var start = Vector256<int>.Zero - AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, eight, xq);
+            a0 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(p[0].D) * dx), Q4_0LanesVnni(p[0].Qs, xq, start), a0);
+            a1 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(p[1].D) * dx), Q4_0LanesVnni(p[1].Qs, xq, start), a1);
+            a2 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(p[2].D) * dx), Q4_0LanesVnni(p[2].Qs, xq, start), a2);
+            a3 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(p[3].D) * dx), Q4_0LanesVnni(p[3].Qs, xq, start), a3);
+            a4 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(p[4].D) * dx), Q4_0LanesVnni(p[4].Qs, xq, start), a4);
+            a5 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(p[5].D) * dx), Q4_0LanesVnni(p[5].Qs, xq, start), a5);
+            a6 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(p[6].D) * dx), Q4_0LanesVnni(p[6].Qs, xq, start), a6);
+            a7 = Fma.MultiplyAdd(Vector256.Create(Fp16.ToFloat(p[7].D) * dx), Q4_0LanesVnni(p[7].Qs, xq, start), a7);
+        }
+        StoreSums8(a0, a1, a2, a3, a4, a5, a6, a7, y);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreSums8(Vector256<float> a0, Vector256<float> a1, Vector256<float> a2, Vector256<float> a3,
+        Vector256<float> a4, Vector256<float> a5, Vector256<float> a6, Vector256<float> a7, float* y)
+    {
+        y[0] = HorizontalSum(a0);
+        y[1] = HorizontalSum(a1);
+        y[2] = HorizontalSum(a2);
+        y[3] = HorizontalSum(a3);
+        y[4] = HorizontalSum(a4);
+        y[5] = HorizontalSum(a5);
+        y[6] = HorizontalSum(a6);
+        y[7] = HorizontalSum(a7);
+    }
+
+    // The 32 nibbles of a Q4_0 block as bytes (0..15 the low nibbles, 16..31 the high ones, as bytes_from_nibbles_32): the
+    // 16 bytes in both halves, the upper half shifted right by 4, then masked.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> Q4_0Nibbles(byte* qs) =>
+        Avx2.ShiftRightLogicalVariable(Avx2.BroadcastVector128ToVector256(qs).AsUInt32(), Vector256.Create(0u, 0, 0, 0, 4, 4, 4, 4)).AsByte()
+        & Vector256.Create((byte)0xF);
+
+    // Σ (n − 8)·x over each group of four values as floats: nibbles times x, pairs and then groups summed, less the 8·Σx of
+    // the group.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> Q4_0Lanes(byte* qs, Vector256<sbyte> xq, Vector256<int> offset)
     {
-        var tmp = Sse2.LoadVector128(qs);
-        var nibbles = Vector256.Create(tmp, Sse2.ShiftRightLogical(tmp.AsUInt16(), 4).AsByte()) & Vector256.Create((byte)0xF);
-        var sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(nibbles, xq), Vector256.Create((short)1));
+        var sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Q4_0Nibbles(qs), xq), Vector256.Create((short)1));
         return Avx.ConvertToVector256Single(sums - offset);
     }
+
+    // Q4_0Lanes with AVX-VNNI: the four products of each group summed onto −8·Σx of the group in one instruction (exact).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Q4_0LanesVnni(byte* qs, Vector256<sbyte> xq, Vector256<int> start) =>
+        Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(start, Q4_0Nibbles(qs), xq));
 
     internal static float Q4_0Scalar(BlockQ4_0* w, BlockQ8_0* x, int nb)
     {

@@ -2,8 +2,9 @@
 // vec.cpp: ggml_vec_dot_f32 (GGML_F32_STEP 32: four 8-wide FMA accumulators, GGML_F32x8_REDUCE, leftovers added in float;
 // bit-identical to llama.cpp's AVX2 build) and, for F16/BF16, the same shape with the sum and leftovers in double as
 // ggml_vec_dot_f16. fp16 weights are widened with integer ops (an exponent-rebias fast path for groups of normal
-// numbers, the full conversion otherwise: both exact). Vector128 is the same shape 4 wide; the scalar versions (ggml's
-// non-SIMD path, double accumulation) are the references the tests compare with.
+// numbers, the full conversion otherwise: both exact); decode multiplies them against the input scaled by 2^112, which
+// saves the rescaling of each widened weight and gives the same bits. Vector128 is the same shape 4 wide; the scalar
+// versions (ggml's non-SIMD path, double accumulation) are the references the tests compare with.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -163,6 +164,88 @@ public static unsafe partial class VecDot
         return (float)sum;
     }
 
+    // ---- F16 against an input scaled by 2^112 (decode) ----
+
+    /// <summary>
+    /// The factor the input of <see cref="F16Scaled"/> carries: x' = x·2^112. Scaling by a power of two is exact for every
+    /// |x| &lt; 2^16 (larger values would overflow to infinity), and so is x'·2^−112.
+    /// </summary>
+    internal static float HalfInputScale => BitConverter.Int32BitsToSingle((127 + 112) << 23);
+
+    /// <summary>True where <see cref="F16Scaled"/> runs (AVX2 with FMA).</summary>
+    internal static bool HasScaledF16 => Avx2.IsSupported && Fma.IsSupported;
+
+    /// <summary>
+    /// <see cref="F16Vector256"/> of w and x for an input given as xScaled = x·2^112, in fewer instructions: each fp16 weight
+    /// widens to w·2^−112 with a sign extension, a shift and a mask (no rescaling multiply), and the FMA of w·2^−112 with
+    /// x·2^112 rounds the exact product w·x, so the accumulators, their order and the result are the same bits. Weights that
+    /// are inf or NaN would widen to finite values: the groups of 32 are checked, and on any such weight this returns false
+    /// without a result (the caller runs <see cref="F16"/> instead). Needs <see cref="HasScaledF16"/>.
+    /// </summary>
+    internal static bool F16Scaled(ushort* w, float* xScaled, int n, out float result) =>
+        Vector512.IsHardwareAccelerated && Avx512BW.IsSupported ? F16ScaledVector512(w, xScaled, n, out result) : F16ScaledAvx2(w, xScaled, n, out result);
+
+    internal static bool F16ScaledAvx2(ushort* w, float* x, int n, out float result)
+    {
+        int np = n & ~31;
+        Vector256<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        // Max of each weight shifted left by one (the sign dropped): 0xF800 or more means an all-ones exponent.
+        var special = Vector256<ushort>.Zero;
+        for (int i = 0; i < np; i += 32)
+        {
+            var h0 = Vector256.Load(w + i);
+            var h1 = Vector256.Load(w + i + 16);
+            special = Avx2.Max(special, Avx2.Max(h0 + h0, h1 + h1));
+            s0 = Fma.MultiplyAdd(ScaledHalf(w + i), Vector256.Load(x + i), s0);
+            s1 = Fma.MultiplyAdd(ScaledHalf(w + i + 8), Vector256.Load(x + i + 8), s1);
+            s2 = Fma.MultiplyAdd(ScaledHalf(w + i + 16), Vector256.Load(x + i + 16), s2);
+            s3 = Fma.MultiplyAdd(ScaledHalf(w + i + 24), Vector256.Load(x + i + 24), s3);
+        }
+        return FinishScaled(s0, s1, s2, s3, Vector256.GreaterThanOrEqualAny(special, Vector256.Create((ushort)0xF800)), w, x, np, n, out result);
+    }
+
+    /// <summary><see cref="F16ScaledAvx2"/> 16 lanes at a time: lanes 0–7 and 8–15 of each accumulator are two of the four 8-wide ones.</summary>
+    internal static bool F16ScaledVector512(ushort* w, float* x, int n, out float result)
+    {
+        int np = n & ~31;
+        Vector512<float> a01 = default, a23 = default;
+        var special = Vector512<ushort>.Zero;
+        var mask = Vector512.Create(unchecked((int)0x8FFFFFFF));
+        for (int i = 0; i < np; i += 32)
+        {
+            var h = Vector512.Load(w + i);
+            special = Avx512BW.Max(special, h + h);
+            var lo = (Avx512F.ConvertToVector512Int32(Vector256.Load((short*)w + i)) << 13) & mask;
+            var hi = (Avx512F.ConvertToVector512Int32(Vector256.Load((short*)w + i + 16)) << 13) & mask;
+            a01 = Avx512F.FusedMultiplyAdd(lo.AsSingle(), Vector512.Load(x + i), a01);
+            a23 = Avx512F.FusedMultiplyAdd(hi.AsSingle(), Vector512.Load(x + i + 16), a23);
+        }
+        return FinishScaled(a01.GetLower(), a01.GetUpper(), a23.GetLower(), a23.GetUpper(),
+            Vector512.GreaterThanOrEqualAny(special, Vector512.Create((ushort)0xF800)), w, x, np, n, out result);
+    }
+
+    // F16Vector256's reduction and leftovers (x recovered exactly as x'·2^−112).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool FinishScaled(Vector256<float> s0, Vector256<float> s1, Vector256<float> s2, Vector256<float> s3, bool special,
+        ushort* w, float* x, int np, int n, out float result)
+    {
+        result = 0;
+        if (special) return false;
+        double sum = Reduce(s0, s1, s2, s3);
+        float unscale = BitConverter.Int32BitsToSingle((127 - 112) << 23);
+        for (int i = np; i < n; i++) sum += Fp16.ToFloat(w[i]) * (x[i] * unscale);
+        result = (float)sum;
+        return true;
+    }
+
+    /// <summary>
+    /// Eight finite fp16 values at <paramref name="p"/> → fp32 times 2^−112, exactly (<see cref="WidenFiniteHalf"/> without
+    /// its final scaling).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> ScaledHalf(ushort* p) =>
+        ((Avx2.ConvertToVector256Int32((short*)p) << 13) & Vector256.Create(unchecked((int)0x8FFFFFFF))).AsSingle();
+
     /// <summary>
     /// F16Vector256 for a row already widened to floats (widening is exact): the same products and sums in the same order,
     /// so the result is bit-identical. Lets a mat-mul widen each fp16 row once for all its input vectors.
@@ -263,6 +346,106 @@ public static unsafe partial class VecDot
     }
 
     /// <summary>
+    /// Nine <see cref="F16WidenedVector256"/> products, three widened rows (<paramref name="rowStride"/> floats apart) × three
+    /// vectors (<paramref name="xStride"/> floats apart; y[r·3 + t]), with AVX2's sixteen registers: a product's four 8-wide
+    /// accumulators (elements i+8k.. of every 32 in accumulator k) are run one k at a time, so nine accumulators, three
+    /// rows and three inputs fit at once and each load serves three products; columns go in chunks that stay in L1, the
+    /// accumulators parked between chunks. Every accumulator sees its elements in the same order: the same bits.
+    /// </summary>
+    internal static void F16WidenedVector256x3x3(float* w, long rowStride, float* x, long xStride, int n, float* y)
+    {
+        const int Chunk = 512;
+        int np = n & ~31;
+        var acc = stackalloc Vector256<float>[4 * 9];
+        for (int i = 0; i < 4 * 9; i++) acc[i] = default;
+        float* w1 = w + rowStride, w2 = w1 + rowStride;
+        float* x1 = x + xStride, x2 = x1 + xStride;
+        for (int c0 = 0; c0 < np; c0 += Chunk)
+        {
+            int c1 = Math.Min(np, c0 + Chunk);
+            for (int k = 0; k < 4; k++)
+            {
+                var a = acc + 9 * k;
+                Vector256<float> s00 = a[0], s01 = a[1], s02 = a[2], s10 = a[3], s11 = a[4], s12 = a[5], s20 = a[6], s21 = a[7], s22 = a[8];
+                for (int i = c0 + 8 * k; i < c1; i += 32)
+                {
+                    var p = Vector256.Load(x + i);
+                    var q = Vector256.Load(x1 + i);
+                    var r = Vector256.Load(x2 + i);
+                    var u = Vector256.Load(w + i);
+                    s00 = MulAdd(u, p, s00); s01 = MulAdd(u, q, s01); s02 = MulAdd(u, r, s02);
+                    u = Vector256.Load(w1 + i);
+                    s10 = MulAdd(u, p, s10); s11 = MulAdd(u, q, s11); s12 = MulAdd(u, r, s12);
+                    u = Vector256.Load(w2 + i);
+                    s20 = MulAdd(u, p, s20); s21 = MulAdd(u, q, s21); s22 = MulAdd(u, r, s22);
+                }
+                a[0] = s00; a[1] = s01; a[2] = s02; a[3] = s10; a[4] = s11; a[5] = s12; a[6] = s20; a[7] = s21; a[8] = s22;
+            }
+        }
+        for (int rt = 0; rt < 9; rt++)
+        {
+            float* wr = w + rt / 3 * rowStride, xt = x + rt % 3 * xStride;
+            double sum = Reduce(acc[rt], acc[9 + rt], acc[18 + rt], acc[27 + rt]);
+            for (int i = np; i < n; i++) sum += wr[i] * xt[i];
+            y[rt] = (float)sum;
+        }
+    }
+
+    /// <summary>
+    /// Eight <see cref="F16WidenedVector256"/> products, four widened rows (<paramref name="rowStride"/> floats apart) × two
+    /// vectors (y[r·2 + t]), in 16-lane registers (AVX-512F): lanes 0–7 and 8–15 of one accumulator are two of a product's
+    /// four 8-wide ones (elements i..i+15, then i+16..i+31 in the second), so every product keeps its sums and order. Each
+    /// weight load serves two products and each input load four.
+    /// </summary>
+    internal static void F16WidenedVector512x4x2(float* w, long rowStride, float* x0, float* x1, int n, float* y)
+    {
+        int np = n & ~31;
+        float* w1 = w + rowStride, w2 = w1 + rowStride, w3 = w2 + rowStride;
+        Vector512<float> a00 = default, a01 = default, a10 = default, a11 = default, a20 = default, a21 = default, a30 = default, a31 = default;
+        Vector512<float> b00 = default, b01 = default, b10 = default, b11 = default, b20 = default, b21 = default, b30 = default, b31 = default;
+        for (int i = 0; i < np; i += 32)
+        {
+            var p = Vector512.Load(x0 + i);
+            var q = Vector512.Load(x1 + i);
+            var u = Vector512.Load(w + i);
+            a00 = Avx512F.FusedMultiplyAdd(u, p, a00); a01 = Avx512F.FusedMultiplyAdd(u, q, a01);
+            u = Vector512.Load(w1 + i);
+            a10 = Avx512F.FusedMultiplyAdd(u, p, a10); a11 = Avx512F.FusedMultiplyAdd(u, q, a11);
+            u = Vector512.Load(w2 + i);
+            a20 = Avx512F.FusedMultiplyAdd(u, p, a20); a21 = Avx512F.FusedMultiplyAdd(u, q, a21);
+            u = Vector512.Load(w3 + i);
+            a30 = Avx512F.FusedMultiplyAdd(u, p, a30); a31 = Avx512F.FusedMultiplyAdd(u, q, a31);
+            p = Vector512.Load(x0 + i + 16);
+            q = Vector512.Load(x1 + i + 16);
+            u = Vector512.Load(w + i + 16);
+            b00 = Avx512F.FusedMultiplyAdd(u, p, b00); b01 = Avx512F.FusedMultiplyAdd(u, q, b01);
+            u = Vector512.Load(w1 + i + 16);
+            b10 = Avx512F.FusedMultiplyAdd(u, p, b10); b11 = Avx512F.FusedMultiplyAdd(u, q, b11);
+            u = Vector512.Load(w2 + i + 16);
+            b20 = Avx512F.FusedMultiplyAdd(u, p, b20); b21 = Avx512F.FusedMultiplyAdd(u, q, b21);
+            u = Vector512.Load(w3 + i + 16);
+            b30 = Avx512F.FusedMultiplyAdd(u, p, b30); b31 = Avx512F.FusedMultiplyAdd(u, q, b31);
+        }
+        y[0] = WidenedResult(a00, b00, w, x0, np, n);
+        y[1] = WidenedResult(a01, b01, w, x1, np, n);
+        y[2] = WidenedResult(a10, b10, w1, x0, np, n);
+        y[3] = WidenedResult(a11, b11, w1, x1, np, n);
+        y[4] = WidenedResult(a20, b20, w2, x0, np, n);
+        y[5] = WidenedResult(a21, b21, w2, x1, np, n);
+        y[6] = WidenedResult(a30, b30, w3, x0, np, n);
+        y[7] = WidenedResult(a31, b31, w3, x1, np, n);
+    }
+
+    // F16WidenedVector256's reduction of (s0|s1, s2|s3) and its leftovers in double.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float WidenedResult(Vector512<float> s01, Vector512<float> s23, float* w, float* x, int np, int n)
+    {
+        double sum = Reduce(s01.GetLower(), s01.GetUpper(), s23.GetLower(), s23.GetUpper());
+        for (int i = np; i < n; i++) sum += w[i] * x[i];
+        return (float)sum;
+    }
+
+    /// <summary>
     /// <see cref="F16Vector256"/> with the fp16 → fp32 widening done 16 lanes at a time (decode streams fp16 weights and
     /// the widening is most of its work); the products, the four 8-wide accumulators and their order are unchanged, so
     /// the result is the same bits.
@@ -353,9 +536,7 @@ public static unsafe partial class VecDot
     /// exponent of normal numbers and normalises subnormals (every product is exact). Inf and NaN would come out finite.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> WidenFiniteHalf(ushort* p) =>
-        ((Avx2.ConvertToVector256Int32((short*)p) << 13) & Vector256.Create(unchecked((int)0x8FFFFFFF))).AsSingle()
-        * Vector256.Create((127 + 112) << 23).AsSingle();
+    private static Vector256<float> WidenFiniteHalf(ushort* p) => ScaledHalf(p) * Vector256.Create((127 + 112) << 23).AsSingle();
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> WidenNormalHalf(Vector512<uint> h) =>

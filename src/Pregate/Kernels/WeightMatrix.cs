@@ -1,5 +1,6 @@
 // A weight matrix as the kernels see it: element type, shape [rows, cols] (PyTorch Linear layout [out, in]), a pointer to
-// row 0 and the byte distance between rows. Owns nothing; the memory (usually a memory map or a cache slot) must outlive use.
+// row 0 and the byte distance between rows, or the rows interleaved block by block in groups of eight (a copy made by
+// InterleavedWeights). Owns nothing; the memory (a memory map, a cache slot or a copy) must outlive use.
 using Pregate.Core;
 
 namespace Pregate.Kernels;
@@ -15,6 +16,16 @@ public readonly unsafe struct WeightMatrix
     public int Cols { get; }
     public nint Data { get; }
     public long RowStride { get; }
+
+    /// <summary>
+    /// Rows per interleaved group: 1 for row-major rows; <see cref="GroupRows"/> when the rows are stored in groups of that
+    /// many, block by block (block k of row r at block ((r / 8)·nb + k)·8 + r % 8, nb blocks per row; RowStride is then the
+    /// bytes of one row), so a group streams as one sequence. Only Q8_0 and Q4_0 matrices are interleaved.
+    /// </summary>
+    public int Interleave { get; }
+
+    /// <summary>Rows per group of an interleaved matrix.</summary>
+    public const int GroupRows = 8;
 
     /// <summary>
     /// Describes a matrix. Throws <see cref="ArgumentException"/> when the type is not one the mat-vec supports
@@ -36,7 +47,18 @@ public readonly unsafe struct WeightMatrix
         Cols = cols;
         Data = data;
         RowStride = rowStride;
+        Interleave = 1;
     }
+
+    // An interleaved copy (see Interleave): rows a multiple of GroupRows, rows packed densely.
+    private WeightMatrix(DType type, int rows, int cols, nint data, int interleave)
+        : this(type, rows, cols, data)
+    {
+        Interleave = interleave;
+    }
+
+    /// <summary>The interleaved layout of this matrix's shape at <paramref name="data"/> (filled by InterleavedWeights).</summary>
+    internal WeightMatrix AsInterleaved(nint data) => new(Type, Rows, Cols, data, GroupRows);
 
     /// <summary>A densely packed matrix (RowStride = bytes of one row).</summary>
     public WeightMatrix(DType type, int rows, int cols, nint data)
@@ -47,14 +69,29 @@ public readonly unsafe struct WeightMatrix
     /// <summary>Bytes of one row.</summary>
     public long RowBytes => DTypes.ByteCount(Type, Cols);
 
-    /// <summary>Pointer to row <paramref name="r"/>.</summary>
+    /// <summary>Pointer to row <paramref name="r"/> of a row-major matrix (Interleave 1).</summary>
     public byte* Row(int r) => (byte*)Data + r * RowStride;
 
-    /// <summary>Rows [start, start+count) as a matrix. Throws <see cref="ArgumentOutOfRangeException"/> outside the matrix.</summary>
+    /// <summary>
+    /// Pointer to the first block of row <paramref name="r"/>, whose next blocks follow <see cref="BlockStride"/> blocks
+    /// apart (for a row-major matrix, the row itself and 1).
+    /// </summary>
+    internal byte* BlockRow(int r) => Interleave == 1 ? Row(r)
+        : (byte*)Data + (r & ~(GroupRows - 1)) * RowStride + (r & (GroupRows - 1)) * DTypes.BlockBytes(Type);
+
+    /// <summary>Blocks between consecutive blocks of one row.</summary>
+    internal int BlockStride => Interleave;
+
+    /// <summary>
+    /// Rows [start, start+count) as a matrix (of an interleaved matrix: whole groups only). Throws
+    /// <see cref="ArgumentOutOfRangeException"/> outside the matrix or across a group.
+    /// </summary>
     public WeightMatrix RowRange(int start, int count)
     {
         if (start < 0 || count < 0 || start > Rows - count) throw new ArgumentOutOfRangeException(nameof(start));
-        return new WeightMatrix(Type, count, Cols, Data + (nint)(start * RowStride), RowStride);
+        if (Interleave == 1) return new WeightMatrix(Type, count, Cols, Data + (nint)(start * RowStride), RowStride);
+        if (start % GroupRows != 0 || count % GroupRows != 0) throw new ArgumentOutOfRangeException(nameof(start), $"rows [{start}, {start + count}) split a group of {GroupRows} interleaved rows");
+        return new WeightMatrix(Type, count, Cols, Data + (nint)(start * RowStride), Interleave);
     }
 
     /// <summary>A rank-2 tensor [out, in] as a matrix. Throws <see cref="ArgumentException"/> for another rank or a size mismatch.</summary>
@@ -85,5 +122,5 @@ public readonly unsafe struct WeightMatrix
         return new WeightMatrix(t.Type, rows, cols, t.Pointer + (nint)(index * matrixBytes), rowBytes);
     }
 
-    public override string ToString() => $"{DTypes.Name(Type)} [{Rows}, {Cols}]";
+    public override string ToString() => Interleave == 1 ? $"{DTypes.Name(Type)} [{Rows}, {Cols}]" : $"{DTypes.Name(Type)} [{Rows}, {Cols}] in groups of {Interleave} rows";
 }

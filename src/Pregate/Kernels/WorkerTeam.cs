@@ -66,10 +66,11 @@ public sealed unsafe class WorkerTeam : IDisposable
     /// <summary>
     /// Runs <paramref name="job"/> over rows [0, <paramref name="rows"/>) split into about
     /// <paramref name="chunksPerThread"/> chunks per thread (more chunks balance rows of uneven cost), each of at least
-    /// <paramref name="minChunk"/> rows, on all threads, and returns when every row is done. The first exception thrown
+    /// <paramref name="minChunk"/> rows and a multiple of <paramref name="granule"/> rows (so chunks start on a group of
+    /// interleaved rows), on all threads, and returns when every row is done. The first exception thrown
     /// on any thread is rethrown here (chunks not yet started are skipped). The job is shared by reference during the call.
     /// </summary>
-    public void Run<TJob>(ref TJob job, int rows, int minChunk = 1, int chunksPerThread = 4) where TJob : struct, IRowJob
+    public void Run<TJob>(ref TJob job, int rows, int minChunk = 1, int chunksPerThread = 4, int granule = 1) where TJob : struct, IRowJob
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentOutOfRangeException.ThrowIfNegative(rows);
@@ -80,6 +81,7 @@ public sealed unsafe class WorkerTeam : IDisposable
         {
             int chunks = ThreadCount * Math.Max(1, chunksPerThread);
             int chunk = Math.Max(Math.Max(1, minChunk), (rows + chunks - 1) / chunks);
+            if (granule > 1) chunk = (int)Math.Min(rows, ((long)chunk + granule - 1) / granule * granule);
             if (_workers.Length == 0 || rows <= chunk)
             {
                 job.Execute(0, rows);

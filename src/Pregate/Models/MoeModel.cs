@@ -28,7 +28,7 @@ public abstract class MoeModel
 
     private readonly TensorView _embedding;    // [V, D]
     private readonly float[] _outputNorm;      // [D]
-    private readonly WeightMatrix _output;     // [V, D]
+    private WeightMatrix _output;              // [V, D] (interleaved before the first CPU forward pass)
     private readonly RopeMode _rope;
     private readonly float _attnScale;
     protected readonly Layer[] Layers;
@@ -36,8 +36,33 @@ public abstract class MoeModel
     public ModelConfig Config { get; }
     public Checkpoint Checkpoint { get; }
 
-    /// <summary>Where routed experts are computed; resident (the mapped file) unless the engine installs another runner.</summary>
-    public IExpertRunner Experts { get; set; }
+    /// <summary>
+    /// Where routed experts are computed: unless the engine installs another runner, <see cref="ResidentExperts"/> (made on
+    /// first use, with interleaved copies when <see cref="InterleaveWeights"/>).
+    /// </summary>
+    public IExpertRunner Experts
+    {
+        get => _experts ??= new ResidentExperts(Checkpoint, InterleaveWeights);
+        set => _experts = value;
+    }
+
+    private IExpertRunner? _experts;
+
+    /// <summary>
+    /// Whether, in the resident mode (<see cref="Experts"/> left to <see cref="ResidentExperts"/>), the CPU forward pass
+    /// copies the Q8_0 and Q4_0 matrices into <see cref="InterleavedWeights"/> (rows interleaved in groups of eight, as
+    /// llama.cpp repacks them) before its first run: faster one-token products, the same bits, and the matrices' bytes held
+    /// in process memory instead of the file's page cache (their mapped pages are dropped), so the model must fit in
+    /// memory. On by default; set before the first forward pass. Runs with another expert runner (offloaded experts) copy
+    /// nothing.
+    /// </summary>
+    public bool InterleaveWeights { get; init; } = true;
+
+    private InterleavedWeights? _interleaved;
+    private readonly Lock _interleaveLock = new();
+
+    /// <summary>Bytes of the interleaved copies made so far (the resident runner's included), 0 before the first forward pass.</summary>
+    public long InterleavedBytes => (_interleaved?.Bytes ?? 0) + ((_experts as ResidentExperts)?.InterleavedBytes ?? 0);
 
     public IForwardObserver? Observer { get; set; }
 
@@ -80,7 +105,6 @@ public abstract class MoeModel
             }
             Layers[i] = l;
         }
-        Experts = new ResidentExperts(ck);
         WeightBytesPerToken = BytesReadPerToken(ck);
     }
 
@@ -97,15 +121,44 @@ public abstract class MoeModel
         return bytes;
     }
 
-    /// <summary>The model for <paramref name="ck"/>'s architecture.</summary>
-    public static MoeModel Load(Checkpoint ck) => ck.Config.Architecture switch
+    /// <summary>The model for <paramref name="ck"/>'s architecture (see <see cref="InterleaveWeights"/>).</summary>
+    public static MoeModel Load(Checkpoint ck, bool interleaveWeights = true) => ck.Config.Architecture switch
     {
-        Architecture.Mixtral => new Mixtral(ck),
-        Architecture.Qwen2Moe => new Qwen2Moe(ck),
-        Architecture.Qwen3Moe => new Qwen3Moe(ck),
-        Architecture.Olmoe => new Olmoe(ck),
+        Architecture.Mixtral => new Mixtral(ck) { InterleaveWeights = interleaveWeights },
+        Architecture.Qwen2Moe => new Qwen2Moe(ck) { InterleaveWeights = interleaveWeights },
+        Architecture.Qwen3Moe => new Qwen3Moe(ck) { InterleaveWeights = interleaveWeights },
+        Architecture.Olmoe => new Olmoe(ck) { InterleaveWeights = interleaveWeights },
         _ => throw new ModelFormatException(ck.Path, $"unsupported architecture {ck.Config.Architecture}"),
     };
+
+    // Before the first CPU forward pass, in the resident mode (no other expert runner installed): the always-resident
+    // matrices (attention, shared expert, lm_head) replaced by interleaved copies, their mapped pages released (read-only
+    // file mappings). With experts offloaded the memory promise (resident weights + budget) is kept as it was: no copies.
+    private void InterleaveOnce()
+    {
+        if (!InterleaveWeights || Volatile.Read(ref _interleaved) is not null) return;
+        lock (_interleaveLock)
+        {
+            if (_interleaved is not null) return;
+            var copies = new InterleavedWeights();
+            if (_experts is not (null or ResidentExperts))
+            {
+                Volatile.Write(ref _interleaved, copies);
+                return;
+            }
+            foreach (var l in Layers)
+            {
+                l.Q = copies.Add(l.Q, releaseSource: true);
+                l.K = copies.Add(l.K, releaseSource: true);
+                l.V = copies.Add(l.V, releaseSource: true);
+                l.O = copies.Add(l.O, releaseSource: true);
+                if (l.Shared is { } e)
+                    l.Shared = new ExpertWeights(copies.Add(e.Gate, releaseSource: true), copies.Add(e.Up, releaseSource: true), copies.Add(e.Down, releaseSource: true));
+            }
+            _output = copies.Add(_output, releaseSource: true);
+            Volatile.Write(ref _interleaved, copies);
+        }
+    }
 
     /// <summary>A fresh sequence state: KV cache for <paramref name="context"/> tokens, blocks of <paramref name="maxBatch"/> (≤ 0: default).</summary>
     public InferenceState CreateState(int context, int maxBatch = 0) => new(Config, context, maxBatch);
@@ -154,6 +207,7 @@ public abstract class MoeModel
             s.Position += n;
             return;
         }
+        InterleaveOnce();
         for (int start = 0; start < n; start += s.MaxBatch)
         {
             int count = Math.Min(s.MaxBatch, n - start);
@@ -225,6 +279,7 @@ public abstract class MoeModel
                 if (ReferenceEquals(states[other], st)) throw new ArgumentException($"sequences {other} and {b} share one state", nameof(states));
         }
 
+        InterleaveOnce();
         var s = batch.Rows;
         for (int b = 0; b < n; b++)
         {

@@ -1,6 +1,7 @@
 // The mat-mul's shared-load tiles (Q8_0 4 rows × 1 vector, 2 rows × 4 vectors with AVX2 and with AVX-VNNI; Q4_0 2 rows ×
-// 1 vector; fp16 rows widened once, 1 or 2 rows × 2 vectors) against the single-row dot kernels bit for bit, on every block count including extreme values (±127,
-// −128 weights, zero blocks); and fused multi-matrix runs against separate mat-muls.
+// 1 vector and 2 rows × 4 vectors with and without AVX-VNNI; fp16 rows widened once, 1, 2 or 4 rows × 2 vectors and 3 × 3)
+// against the single-row dot kernels bit for bit, on every block count including extreme values (±127, −128 weights, zero
+// blocks); and fused multi-matrix runs against separate mat-muls.
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -107,6 +108,37 @@ public unsafe class MatMulTileTests(ITestOutputHelper output)
         }
     }
 
+    [Theory]
+    [MemberData(nameof(BlockCounts))]
+    public void Q4_0TilesEqualTheSingleRowDot(int nb, bool extremes)
+    {
+        if (!VecDot.UseAvx2) return;
+        int cols = nb * 32;
+        var rng = new Random(100 + nb);
+        var w = new BlockQ4_0[3 * nb];
+        for (int i = 0; i < w.Length; i++)
+        {
+            w[i].D = (Half)((rng.NextSingle() - 0.3f) * 0.02f);
+            for (int j = 0; j < 16; j++) w[i].Qs[j] = extremes && i % 4 == 1 ? (j % 2 == 0 ? (byte)0x00 : (byte)0xFF) : (byte)rng.Next(256);
+        }
+        var x = QuantizeRows(4, cols, 41, extremes, -127);
+        fixed (BlockQ4_0* pw = w) fixed (BlockQ8_0* px = x)
+        {
+            float* y = stackalloc float[8];
+            string[] names = AvxVnni.IsSupported ? ["FMA3", "dispatch", "VNNI"] : ["FMA3", "dispatch"];
+            foreach (string name in names)
+            {
+                if (name == "FMA3") VecDot.Q4_0Fma3Tile2x4(pw + nb, pw + 2 * nb, px, px + nb, px + 2 * nb, px + 3 * nb, nb, y, 1);
+                else if (name == "VNNI") VecDot.Q4_0VnniTile2x4(pw + nb, pw + 2 * nb, px, px + nb, px + 2 * nb, px + 3 * nb, nb, y, 1);
+                else VecDot.Q4_0Avx2Tile2x4(pw + nb, pw + 2 * nb, px, px + nb, px + 2 * nb, px + 3 * nb, nb, y);
+                for (int r = 0; r < 2; r++)
+                    for (int t = 0; t < 4; t++)
+                        Assert.True(Bits(VecDot.Q4_0Avx2(pw + (r + 1) * nb, px + t * nb, nb)) == Bits(y[r * 4 + t]), $"{name} 2×4, {nb} blocks: row {r + 1}, vector {t}");
+            }
+            output.WriteLine($"{nb} blocks: Q4_0 2×4 tiles ({string.Join(", ", names)}) bit-identical to the row dot");
+        }
+    }
+
     [Fact]
     public void Fp16WideningIsExactForEveryValue()
     {
@@ -173,6 +205,62 @@ public unsafe class MatMulTileTests(ITestOutputHelper output)
                 VecDot.F16WidenedVector256x2x2(pWide + 1, pWide, p0, p1, n - 1, quad);
                 Assert.Equal(Bits(VecDot.F16WidenedVector256(pWide + 1, p1, n - 1)), Bits(quad[1]));
                 Assert.Equal(Bits(VecDot.F16WidenedVector256(pWide, p0, n - 1)), Bits(quad[2]));
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(7)]
+    [InlineData(8)]
+    [InlineData(9)]
+    [InlineData(31)]
+    [InlineData(32)]
+    [InlineData(33)]
+    [InlineData(259)]
+    [InlineData(512)]
+    [InlineData(545)]
+    [InlineData(2816)]
+    public void WidenedF16ThreeByThreeTileEqualsTheRowDot(int n)
+    {
+        if (!Vector256.IsHardwareAccelerated) return;
+        var w = TestData.Gaussian(3 * n + 5, 60 + n);   // rows 'n + 2' floats apart, inputs 'n + 1' apart: unaligned starts
+        var x = TestData.Gaussian(3 * n + 5, 61 + n);
+        float* y = stackalloc float[9];
+        fixed (float* pw = w) fixed (float* px = x)
+        {
+            VecDot.F16WidenedVector256x3x3(pw, n + 2, px, n + 1, n, y);
+            for (int r = 0; r < 3; r++)
+                for (int t = 0; t < 3; t++)
+                    Assert.True(Bits(VecDot.F16WidenedVector256(pw + r * (n + 2), px + t * (n + 1), n)) == Bits(y[3 * r + t]), $"n={n}: row {r}, vector {t}");
+        }
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(15)]
+    [InlineData(16)]
+    [InlineData(17)]
+    [InlineData(31)]
+    [InlineData(32)]
+    [InlineData(33)]
+    [InlineData(259)]
+    [InlineData(2816)]
+    public void WidenedF16FourByTwoTileEqualsTheRowDot(int n)
+    {
+        if (!Vector512.IsHardwareAccelerated) return;   // AVX-512 code; elsewhere the 2×2 and 1×2 tiles run
+        var w = TestData.Gaussian(4 * n + 3, 50 + n);   // four rows 'n + 1' floats apart: unaligned starts
+        var x0 = TestData.Gaussian(n, 51);
+        var x1 = TestData.Gaussian(n, 52);
+        float* y = stackalloc float[8];
+        fixed (float* pw = w) fixed (float* p0 = x0) fixed (float* p1 = x1)
+        {
+            VecDot.F16WidenedVector512x4x2(pw, n + 1, p0, p1, n, y);
+            for (int r = 0; r < 4; r++)
+            {
+                Assert.Equal(Bits(VecDot.F16WidenedVector256(pw + r * (n + 1), p0, n)), Bits(y[2 * r]));
+                Assert.Equal(Bits(VecDot.F16WidenedVector256(pw + r * (n + 1), p1, n)), Bits(y[2 * r + 1]));
             }
         }
     }

@@ -163,6 +163,45 @@ public unsafe class MatVecTests(ITestOutputHelper output)
         Assert.True(worst < tol);
     }
 
+    [Theory]
+    [InlineData(HalfWeightInput.Float)]
+    [InlineData(HalfWeightInput.WeightType)]
+    public void F16MatVecIsTheRowDotWithLargeInputsAndSpecialWeights(HalfWeightInput mode)
+    {
+        // The decode kernel takes the input scaled by 2^112; an input of 2^16 or more cannot be scaled exactly (float
+        // mode) and rows holding inf or NaN weights take the general kernel: every row still equals its row dot.
+        int rows = 9, cols = 96;
+        using var m = new Matrix(DType.F16, rows, cols, 41);
+        var w = new Span<ushort>((void*)m.W.Data, rows * cols);
+        w[2 * cols + 5] = 0x7C00;
+        w[4 * cols + 40] = 0xFE00;
+        foreach (float big in new[] { 1f, 65504f, 70000f, float.PositiveInfinity })
+        {
+            var x = TestData.Gaussian(cols, 42);
+            x[7] = big;
+            var act = new ActivationQ8(cols, 1, mode);
+            act.Load(x);
+            var y = new float[rows];
+            MatVec.Run(m.W, act, y);
+            act.Prepare(DType.F16);
+            bool scalable = mode == HalfWeightInput.WeightType || !(float.IsFinite(big) && big >= 65536f);
+            if (VecDot.HasScaledF16) Assert.Equal(scalable, act.ScaledHalfInput() != null);
+            for (int r = 0; r < rows; r++)
+            {
+                var row = new ReadOnlySpan<Half>(m.W.Row(r), cols);
+                float expected;
+                if (mode == HalfWeightInput.Float) expected = VecDot.F16(row, x);
+                else
+                {
+                    var rounded = new Half[cols];
+                    Fp16.FromFloat(x, rounded);
+                    expected = VecDot.F16xF16(row, rounded);
+                }
+                Assert.True(BitConverter.SingleToUInt32Bits(expected) == BitConverter.SingleToUInt32Bits(y[r]), $"{mode}, x[7] = {big}, row {r}: {y[r]:R} vs {expected:R}");
+            }
+        }
+    }
+
     [Fact]
     public void OneActivationServesSeveralMatricesAndIsRequantizedAfterLoad()
     {

@@ -142,6 +142,74 @@ public unsafe class VecDotTests(ITestOutputHelper output)
             Assert.Equal(BitConverter.SingleToUInt32Bits(VecDot.F32Vector256(pd, pxd, n)), BitConverter.SingleToUInt32Bits(VecDot.F16xF16Vector256(pw, px16, n)));
     }
 
+    // fp16 weights of every kind: Gaussian normals, zeros and subnormals, and any finite bit pattern, a group of 32 each.
+    private static ushort[] MixedHalfWeights(int n, int seed)
+    {
+        var rng = new Random(seed);
+        var w = new ushort[n];
+        for (int i = 0; i < n; i++)
+            w[i] = (i / 32 % 3) switch
+            {
+                0 => BitConverter.HalfToUInt16Bits((Half)(rng.NextDouble() - 0.5)),
+                1 => (ushort)(rng.Next(0, 0x0400) | (rng.Next(2) << 15)),
+                _ => (ushort)(rng.Next(0, 0x7C00) | (rng.Next(2) << 15)),
+            };
+        return w;
+    }
+
+    private static float[] ScaledInput(float[] x) => x.Select(v => v * VecDot.HalfInputScale).ToArray();
+
+    [Fact]
+    public void ScaledF16KernelsAreBitIdenticalToF16Vector256()
+    {
+        if (!VecDot.HasScaledF16) return;   // the scaled kernels need AVX2 and FMA
+        int compared = 0;
+        foreach (int n in TestData.Lengths.Append(96).Append(4096).Append(4099))
+        {
+            var w = MixedHalfWeights(n, 50 + n);
+            var x = TestData.Gaussian(n, 60 + n, 30f);
+            var xs = ScaledInput(x);
+            fixed (ushort* pw = w) fixed (float* px = x) fixed (float* pxs = xs)
+            {
+                uint expected = BitConverter.SingleToUInt32Bits(VecDot.F16Vector256(pw, px, n));
+                Assert.True(VecDot.F16ScaledAvx2(pw, pxs, n, out float avx2), $"n={n}: finite weights flagged");
+                Assert.True(expected == BitConverter.SingleToUInt32Bits(avx2), $"avx2 n={n}: {avx2:R}");
+                if (Vector512.IsHardwareAccelerated && Avx512BW.IsSupported)
+                {
+                    Assert.True(VecDot.F16ScaledVector512(pw, pxs, n, out float v512));
+                    Assert.True(expected == BitConverter.SingleToUInt32Bits(v512), $"vector512 n={n}: {v512:R}");
+                }
+                Assert.True(VecDot.F16Scaled(pw, pxs, n, out float dispatched));
+                Assert.Equal(expected, BitConverter.SingleToUInt32Bits(dispatched));
+                compared++;
+            }
+        }
+        output.WriteLine($"{compared} lengths: scaled f16 dots (avx2{(Vector512.IsHardwareAccelerated ? ", vector512" : "")}) identical to F16Vector256");
+    }
+
+    [Fact]
+    public void ScaledF16KernelsRefuseInfAndNanWeightsOutsideTheTail()
+    {
+        if (!VecDot.HasScaledF16) return;
+        const int n = 67;   // two groups of 32 and a tail of 3
+        var x = ScaledInput(TestData.Gaussian(n, 7));
+        foreach (ushort special in new ushort[] { 0x7C00, 0xFC00, 0x7E00, 0xFFFF, 0x7C01 })
+            foreach (int at in new[] { 0, 31, 40, 63, 64, 66 })
+            {
+                var w = MixedHalfWeights(n, 8);
+                w[at] = special;
+                var xf = x.Select(v => v * BitConverter.Int32BitsToSingle((127 - 112) << 23)).ToArray();
+                fixed (ushort* pw = w) fixed (float* px = x) fixed (float* pxf = xf)
+                {
+                    bool inTail = at >= 64;
+                    Assert.Equal(inTail, VecDot.F16ScaledAvx2(pw, px, n, out float avx2));
+                    if (Vector512.IsHardwareAccelerated && Avx512BW.IsSupported) Assert.Equal(inTail, VecDot.F16ScaledVector512(pw, px, n, out _));
+                    // A special weight in the tail goes through the exact table conversion, as in F16Vector256.
+                    if (inTail) Assert.Equal(BitConverter.SingleToUInt32Bits(VecDot.F16Vector256(pw, pxf, n)), BitConverter.SingleToUInt32Bits(avx2));
+                }
+            }
+    }
+
     [Fact]
     public void F32MatchesGgmlVecDotF32BitForBit()
     {
