@@ -281,7 +281,7 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
                     if (a == 1) _predicted[target][e] = true;
                     ids[t * _guesses + j] = e;
                     softmax[t * _guesses + j] = p;
-                    _loader.Prefetch(new ExpertKey(target, e), calibration.Probability(a, j, p));
+                    _loader.Prefetch(new ExpertKey(target, e), calibration.Probability(a, target, j, p));
                 }
                 _loggedTokens[a - 1][target] = t + 1;
             }
@@ -303,7 +303,7 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
         _routingCalls = new int[layers];
         _routedIds = new int[_keys.Length];
         _routedValues = new float[_keys.Length];
-        return new GuessCalibration(_lookahead, _guesses);
+        return new GuessCalibration(_lookahead, layers, _guesses);
     }
 
     /// <summary>
@@ -438,7 +438,7 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
             for (int j = 0; j < _guesses; j++)
             {
                 int at = t * _guesses + j;
-                calibration.Observe(a, j, _loggedSoftmax[a - 1][layer][at], Array.IndexOf(_routedIds, _loggedIds[a - 1][layer][at]) >= 0);
+                calibration.Observe(a, layer, j, _loggedSoftmax[a - 1][layer][at], Array.IndexOf(_routedIds, _loggedIds[a - 1][layer][at]) >= 0);
             }
         }
     }
