@@ -39,6 +39,8 @@ public unsafe class InterleavedWeightsTests(ITestOutputHelper output)
     {
         if (!VecDot.UseAvx2) return;   // the interleaved kernels are AVX2 code (and nothing is interleaved without it)
         int compared = 0;
+        float* y = stackalloc float[8];
+        float* fma3 = stackalloc float[8];
         foreach (int nb in new[] { 1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 88 })
         {
             using var m = new Matrix(type, 8, nb * 32, 100 + nb);
@@ -49,8 +51,6 @@ public unsafe class InterleavedWeightsTests(ITestOutputHelper output)
             act.Load(TestData.Gaussian(nb * 32, 200 + nb));
             act.Prepare(type);
             var x = (BlockQ8_0*)act.Base(type);
-            float* y = stackalloc float[8];
-            float* fma3 = stackalloc float[8];
             if (type == DType.Q8_0) VecDot.Q8_0Avx2Group8((BlockQ8_0*)packed.Data, x, nb, y);
             else
             {
