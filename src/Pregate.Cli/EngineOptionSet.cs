@@ -49,7 +49,7 @@ internal sealed class EngineOptionSet
     public readonly Option<int> PredictExtra = new("--predict-extra") { Description = "prefetch the top k + N guesses", DefaultValueFactory = _ => 0 };
     public readonly Option<double> PrefetchMinProb = new("--prefetch-min-prob")
     {
-        Description = "prefetch a guess only when the share of such guesses (same rank and softmax score) that the layer routed to, counted while running, is at least P; 0 prefetches every guess",
+        Description = "prefetch a guess only when the share of such guesses (same lookahead, layer, rank and softmax score) that the layer routed to, counted while running, is at least P; 0 prefetches every guess",
         DefaultValueFactory = _ => PrefetchGating.Default.MinProbability,
     };
     public readonly Option<string> PrefetchEvict = new("--prefetch-evict")

@@ -12,12 +12,12 @@ namespace Pregate.Experts;
 /// <item>Cache value (<see cref="ProtectValuable"/>): a prefetch evicts only an expert whose expected use — the decayed share
 /// of its layer's passes that used it, <c>u ← 0.9·u + 0.1·[used]</c> per pass — is at most the guess's probability; the
 /// eviction policy chooses among those. With a full cache and no such expert the prefetch is skipped.</item>
-/// <item>Behind demand (<see cref="MaxWrongReads"/> &gt; 0): a prefetch read starts only while no demand load is waiting, after
-/// the layer being entered has asked for its experts, with an I/O thread left free for the next demand load, and only
-/// while the wrong guesses expected among the prefetch reads in flight, <c>Σ (1 − probability)</c> with this one, stay
-/// within <see cref="MaxWrongReads"/> (one read always may start): sure guesses read in parallel, and a demand load shares the
-/// disk with at most about <see cref="MaxWrongReads"/> wrong ones. A queued prefetch whose layer has come without it is dropped,
-/// and one being read stops at its next 4 MiB piece.</item>
+/// <item>Behind demand (<see cref="MaxWrongReads"/> &gt; 0): a prefetch read starts only while no demand load is waiting,
+/// after the layer being entered has asked for its experts, with an I/O thread left free for the next demand load, and
+/// only while the wrong guesses expected among the prefetch reads in flight, <c>Σ (1 − probability)</c> with this one,
+/// stay within <see cref="MaxWrongReads"/> (one read always may start): sure guesses read in parallel, and a demand load
+/// shares the disk with at most about <see cref="MaxWrongReads"/> wrong ones. A queued prefetch whose layer has come
+/// without it is dropped, and one being read stops at its next 4 MiB piece.</item>
 /// </list>
 /// <see cref="Off"/> lets every guess through as soon as an I/O thread is free. The gates change only which experts are
 /// read and when, never the results.
