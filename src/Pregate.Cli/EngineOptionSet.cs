@@ -62,6 +62,11 @@ internal sealed class EngineOptionSet
         Description = "prefetch reads start behind the layer's demand loads, while the wrong guesses expected among those in flight (a guess right with probability q counts 1 - q) stay within N; 0: every prefetch read as soon as guessed",
         DefaultValueFactory = _ => PrefetchGating.Default.MaxWrongReads,
     };
+    public readonly Option<string> Interleave = new("--interleave")
+    {
+        Description = "resident runs: copy the Q8_0/Q4_0 matrices into interleaved rows before the first pass (faster decode, the same results, the copies held in process memory): auto (when they fit in the memory available), on or off (read them in place from the file)",
+        DefaultValueFactory = _ => "auto",
+    };
     public readonly Option<string> Backend = new("--backend")
     {
         Description = "where the forward pass runs: cpu, or cuda (an NVIDIA GPU; --expert-memory then budgets VRAM, the slow tier is pinned host memory)",
@@ -73,7 +78,7 @@ internal sealed class EngineOptionSet
 
     public void AddTo(Command c)
     {
-        foreach (var o in new Option[] { Model, Threads, Context, ExpertMemory, Cache, OnMiss, LowPrecisionBelow, Predictor, PredictorFile, Lookahead, PredictExtra, PrefetchMinProb, PrefetchEvict, PrefetchReads, Backend }) c.Options.Add(o);
+        foreach (var o in new Option[] { Model, Threads, Context, ExpertMemory, Cache, OnMiss, LowPrecisionBelow, Predictor, PredictorFile, Lookahead, PredictExtra, PrefetchMinProb, PrefetchEvict, PrefetchReads, Interleave, Backend }) c.Options.Add(o);
     }
 
     public string ModelPath(ParseResult p) => p.GetValue(Model) ?? DefaultModel.Require();
@@ -106,6 +111,14 @@ internal sealed class EngineOptionSet
             predictor = kind;
         }
         var gating = Gating(p);
+        string interleave = p.GetValue(Interleave)!.ToLowerInvariant();
+        var interleaveMode = interleave switch
+        {
+            "auto" => InterleaveMode.Auto,
+            "on" => InterleaveMode.On,
+            "off" => InterleaveMode.Off,
+            _ => throw new UserException($"--interleave must be auto, on or off, not '{interleave}'"),
+        };
         string backend = p.GetValue(Backend)!.ToLowerInvariant();
         if (backend is not ("cpu" or "cuda")) throw new UserException($"--backend must be cpu or cuda, not '{backend}'");
         return new EngineOptions
@@ -113,7 +126,7 @@ internal sealed class EngineOptionSet
             Backend = backend == "cuda" ? CreateCudaEngine : null,
             Threads = p.GetValue(Threads), Context = p.GetValue(Context), ExpertMemory = memory, CachePolicy = policy, OnMiss = missPolicy, LowPrecisionBelow = lowBelow,
             Predictor = predictor, PredictorFile = p.GetValue(PredictorFile), Lookahead = p.GetValue(Lookahead), PredictExtra = p.GetValue(PredictExtra),
-            PrefetchGating = gating,
+            PrefetchGating = gating, Interleave = interleaveMode,
         };
     }
 

@@ -67,6 +67,13 @@ public sealed record EngineOptions
     /// </summary>
     public PrefetchGating PrefetchGating { get; init; } = PrefetchGating.Default;
 
+    /// <summary>
+    /// Whether a resident run copies its Q8_0 and Q4_0 matrices into interleaved rows before the first forward pass
+    /// (<see cref="MoeModel.InterleaveWeights"/>): faster one-token products with the same bits, the copies held in process
+    /// memory instead of the file's page cache. <see cref="InterleaveMode.Auto"/> copies when they fit in the memory available.
+    /// </summary>
+    public InterleaveMode Interleave { get; init; } = InterleaveMode.Auto;
+
     /// <summary>The recorded routing the oracle predictor replays (<see cref="PredictorKind.Oracle"/> needs it; benchmarks record it).</summary>
     public RoutingTrace? OracleTrace { get; init; }
 
@@ -91,6 +98,17 @@ public sealed record EngineOptions
     }
 }
 
+/// <summary>When a resident run copies its quantized matrices into interleaved rows (see <see cref="EngineOptions.Interleave"/>).</summary>
+public enum InterleaveMode
+{
+    /// <summary>Copy when the copies (and the KV cache) fit in 90% of <see cref="SystemMemory.AvailableBytes"/> (or it is unknown).</summary>
+    Auto,
+    /// <summary>Always copy (a model larger than memory is then killed rather than paged from its file).</summary>
+    On,
+    /// <summary>Never copy: read every matrix in place from the memory map (pages the kernel may drop and read again).</summary>
+    Off,
+}
+
 /// <summary>
 /// Where a session keeps its routed experts: resident (the memory map) or offloaded to a cache of
 /// <see cref="SlotCount"/> slots of <see cref="SlotBytes"/> within <see cref="BudgetBytes"/>.
@@ -103,6 +121,8 @@ public sealed record EngineOptions
 /// <param name="LowPrecisionType">With <see cref="MissPolicy.LowPrecision"/>: the type of the copies missed experts are computed from.</param>
 /// <param name="LowPrecisionBelow">With <see cref="MissPolicy.LowPrecision"/>: the routing weight below which they are.</param>
 /// <param name="Gating">The gates prefetches pass when offloaded with a predictor; null otherwise.</param>
+/// <param name="InterleavedBytes">Resident: bytes of the interleaved copies the first forward pass makes (0: none).</param>
+/// <param name="InterleaveDeclinedBytes">Resident with <see cref="InterleaveMode.Auto"/>: bytes of the copies that were not made because they would not fit in <see cref="AvailableBytes"/> (0: not declined).</param>
 public sealed record ExpertPlacement(
     bool Offloaded,
     bool Automatic,
@@ -118,11 +138,13 @@ public sealed record ExpertPlacement(
     bool BudgetCoversAll = false,
     DType? LowPrecisionType = null,
     float LowPrecisionBelow = 0,
-    PrefetchGating? Gating = null)
+    PrefetchGating? Gating = null,
+    long InterleavedBytes = 0,
+    long InterleaveDeclinedBytes = 0)
 {
     /// <summary>
-    /// One line: "experts: resident (all 588 MiB mapped)", "experts: resident (all 588 MiB mapped; budget 1 GiB covers every
-    /// expert)" or "experts: offloaded, budget 200 MiB (21 slots of 9.19 MiB), policy score, predictor next-gate, O_DIRECT on"
+    /// One line: "experts: resident (all 588 MiB mapped)", "experts: resident (all 588 MiB; 600 MiB of Q8_0/Q4_0 weights
+    /// copied into interleaved rows)", "experts: resident (all 588 MiB mapped; budget 1 GiB covers every expert)" or "experts: offloaded, budget 200 MiB (21 slots of 9.19 MiB), policy score, predictor next-gate, O_DIRECT on"
     /// (", on miss compute|auto" when not load; ", on miss low-precision (q4_0 copies below weight 0.3)"; ", prefetch gating p ≥ 0.7, cache value, behind demand ≤ 1 wrong read" when guesses are gated).
     /// </summary>
     public string Describe()
@@ -133,10 +155,15 @@ public sealed record ExpertPlacement(
         if (LowPrecisionType is DType low)
             miss += string.Create(System.Globalization.CultureInfo.InvariantCulture, $" ({DTypes.Name(low)} copies below weight {LowPrecisionBelow:0.###})");
         string gating = Gating is { IsOff: false } g ? $", prefetch gating {g}" : "";
+        string declined = InterleaveDeclinedBytes > 0
+            ? $"; not interleaved: the {ByteSize.Format(InterleaveDeclinedBytes)} of copies would not fit in the {ByteSize.Format(AvailableBytes ?? 0)} available"
+            : "";
         return Offloaded
             ? $"experts: offloaded, budget {ByteSize.Format(BudgetBytes)} ({SlotCount} slots of {ByteSize.Format(SlotBytes)}), " +
               $"policy {Policy.ToString().ToLowerInvariant()}, predictor {Predictor}{gating}{miss}, O_DIRECT {(DirectIo ? "on" : "off")}{chosen}"
-            : $"experts: resident (all {ByteSize.Format(ExpertBytes)} mapped{covers}){chosen}";
+            : InterleavedBytes > 0
+                ? $"experts: resident (all {ByteSize.Format(ExpertBytes)}; {ByteSize.Format(InterleavedBytes)} of Q8_0/Q4_0 weights copied into interleaved rows{covers}){chosen}"
+                : $"experts: resident (all {ByteSize.Format(ExpertBytes)} mapped{covers}{declined}){chosen}";
     }
 }
 
@@ -180,9 +207,18 @@ public sealed class ModelSession : IDisposable
         // Experts are placed before the model binds (and reads) any weight, so offloading can keep read-ahead out of them.
         (ExpertPlacement, _offloaded) = o.Backend is null ? PlaceExperts(ck, o, State.KvCacheBytes)
             : (new ExpertPlacement(false, false, ModelSummary.Of(ck).ExpertBytes, ModelSummary.Of(ck).ExpertBytes, 0, 0, o.CachePolicy, false, null), null);
+        bool interleave = false;
+        if (o.Backend is null && _offloaded is null && o.Interleave != InterleaveMode.Off)
+        {
+            long copies = MoeModel.InterleavableBytes(ck, routedExperts: true);
+            long? available = o.Interleave == InterleaveMode.Auto && copies > 0 ? ExpertPlacement.AvailableBytes ?? SystemMemory.AvailableBytes() : null;
+            interleave = copies > 0 && (available is not long a || copies + State.KvCacheBytes <= a * 0.9);
+            ExpertPlacement = interleave ? ExpertPlacement with { InterleavedBytes = copies }
+                : copies > 0 ? ExpertPlacement with { InterleaveDeclinedBytes = copies, AvailableBytes = available } : ExpertPlacement;
+        }
         try
         {
-            Model = MoeModel.Load(ck);
+            Model = MoeModel.Load(ck, interleave);
             if (_offloaded is not null) Model.Experts = _offloaded;
             if (o.Backend is { } createBackend)
             {

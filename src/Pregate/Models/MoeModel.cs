@@ -131,6 +131,42 @@ public abstract class MoeModel
         _ => throw new ModelFormatException(ck.Path, $"unsupported architecture {ck.Config.Architecture}"),
     };
 
+    /// <summary>
+    /// Bytes the interleaved copies of <paramref name="ck"/> would hold (<see cref="InterleaveWeights"/>): its Q8_0 and Q4_0
+    /// attention, shared-expert and output matrices, and with <paramref name="routedExperts"/> its routed experts (the
+    /// resident mode); 0 where nothing can be interleaved (other types, or a CPU without the interleaved kernels).
+    /// </summary>
+    public static long InterleavableBytes(Checkpoint ck, bool routedExperts)
+    {
+        var c = ck.Config;
+        long bytes = 0;
+        void Add(in TensorView v)
+        {
+            var w = WeightMatrix.FromTensor(v);
+            if (InterleavedWeights.CanInterleave(w)) bytes += w.RowBytes * w.Rows;
+        }
+        Add(c.TieWordEmbeddings ? ck.Get(TensorRole.TokenEmbedding) : ck.Get(TensorRole.Output));
+        for (int i = 0; i < c.NumLayers; i++)
+        {
+            foreach (var role in (ReadOnlySpan<TensorRole>)[TensorRole.AttnQ, TensorRole.AttnK, TensorRole.AttnV, TensorRole.AttnOutput])
+                Add(ck.Get(role, i));
+            if (ck.TryGet(TensorRole.SharedGate, i, out var sg))
+            {
+                Add(sg);
+                Add(ck.Get(TensorRole.SharedUp, i));
+                Add(ck.Get(TensorRole.SharedDown, i));
+            }
+            if (!routedExperts) continue;
+            for (int e = 0; e < c.NumExperts; e++)
+            {
+                Add(ck.GetExpert(TensorRole.ExpertGate, i, e));
+                Add(ck.GetExpert(TensorRole.ExpertUp, i, e));
+                Add(ck.GetExpert(TensorRole.ExpertDown, i, e));
+            }
+        }
+        return bytes;
+    }
+
     // Before the first CPU forward pass, in the resident mode (no other expert runner installed): the always-resident
     // matrices (attention, shared expert, lm_head) replaced by interleaved copies, their mapped pages released (read-only
     // file mappings). With experts offloaded the memory promise (resident weights + budget) is kept as it was: no copies.

@@ -30,6 +30,24 @@ public sealed class OffloadCliTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void InterleaveOnAndOffGiveTheSameLogitsAndSaySo()
+    {
+        string path = Path.Combine(_dir, "tiny-q8_0.gguf");
+        Assert.Equal(0, Run("synth", "--shape", "tiny", "--dtype", "q8_0", "--out", path).Code);
+        const string tokens = "1,5,9,33";
+        var (code, plain, err) = Run("logits", "--model", path, "--tokens", tokens, "--expert-memory", "all", "--interleave", "off");
+        Assert.Equal(0, code);
+        Assert.Matches(@"experts: resident \(all .+ mapped\)", err);
+        var (ocode, packed, oerr) = Run("logits", "--model", path, "--tokens", tokens, "--expert-memory", "all", "--interleave", "on");
+        Assert.Equal(0, ocode);
+        Assert.Equal(plain, packed);
+        if (Pregate.Kernels.VecDot.UseAvx2) Assert.Matches(@"experts: resident \(all .+; .+ of Q8_0/Q4_0 weights copied into interleaved rows\)", oerr);
+        var (bad, _, berr) = Run("logits", "--model", path, "--tokens", tokens, "--interleave", "sometimes");
+        Assert.NotEqual(0, bad);
+        Assert.Contains("--interleave must be auto, on or off, not 'sometimes'", berr);
+    }
+
+    [Fact]
     public void RunWithAnExpertBudgetPrintsThePlacementAndStatistics()
     {
         string path = Tiny();
