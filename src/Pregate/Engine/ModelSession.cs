@@ -93,6 +93,8 @@ public sealed record EngineOptions
             throw new ArgumentException($"low-precision-below must be a routing weight of at least 0, not {LowPrecisionBelow}");
         ArgumentNullException.ThrowIfNull(PrefetchGating);
         PrefetchGating.Validate();
+        if (Backend is not null && OnMiss != MissPolicy.Load)
+            throw new ArgumentException($"on-miss {MissPolicies.Name(OnMiss)} runs on the CPU only: the CUDA backend loads every missed expert into its memory (use on-miss load)");
         if (Predictor == PredictorKind.Oracle && OracleTrace is null)
             throw new ArgumentException("the oracle predictor replays the routing of an identical earlier run: only pregate bench records one; use none, next-gate or pregate");
     }

@@ -46,6 +46,17 @@ public sealed class NoGpuTests(ITestOutputHelper output) : IDisposable
     }
 
     [Theory]
+    [InlineData("compute")]
+    [InlineData("low-precision")]
+    public void MissPoliciesOtherThanLoadAreRefusedOnCuda(string policy)
+    {
+        // Checked before any device is touched, so the message is the same with or without a driver.
+        var (code, _, err) = Run("logits", "--model", TinyModel(), "--tokens", "1,2", "--backend", "cuda", "--on-miss", policy);
+        Assert.NotEqual(0, code);
+        Assert.Contains($"on-miss {policy} runs on the CPU only", err);
+    }
+
+    [Theory]
     [InlineData("logits", "--tokens", "1,2,3")]
     [InlineData("run", "--prompt", "hello")]
     [InlineData("bench", "--gen-tokens", "4")]
