@@ -179,6 +179,8 @@ internal static class BenchCommand
         {
             var options = Options;
             var settings = Settings;
+            if (settings.Batch > 1 && options.Backend is not null)
+                throw new UserException($"--batch {settings.Batch} decodes on the CPU engine only; leave out --batch or use --backend cpu");
             if (options.Predictor == PredictorKind.Oracle && options.OracleTrace is null)
             {
                 if (OracleTraceFile is string file)
@@ -201,8 +203,6 @@ internal static class BenchCommand
             {
                 stderr.WriteLine(session.DescribePlacement());
                 settings = WithText(settings, session, TextPath);
-                if (settings.Batch > 1 && session.Model.Backend is not null)
-                    throw new UserException($"--batch {settings.Batch} decodes on the CPU engine only; leave out --batch or use --backend cpu");
                 LlamaPeer? peer = null;
                 if (VsLlama)
                 {

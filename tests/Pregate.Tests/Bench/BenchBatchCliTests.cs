@@ -1,6 +1,6 @@
 // `pregate bench --batch`: one batched run (JSON, text and --stats carry the batch; the oracle recalls every token of a
 // batched step), batch lists as a sweep and ablation dimension (results.json/results.md batch column, chart), and
-// usage errors for bad batches or a context too small.
+// errors for bad batches, a context too small or a GPU backend.
 using System.Text.Json;
 using Xunit.Abstractions;
 
@@ -81,6 +81,9 @@ public sealed class BenchBatchCliTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(1, code);
         Assert.Contains("exceed the context of 6", err);
         Assert.Contains("each of the batch's sequences", err);
+        var (gpu, _, gpuErr) = Run(["bench", "--model", Tiny(), "--batch", "2", "--backend", "cuda", .. Workload]);
+        Assert.Equal(1, gpu);
+        Assert.Contains("decodes on the CPU engine only", gpuErr);
         var (io, _, ioErr) = Run(["bench", "--model", Tiny(), "--io", "--batch", "2"]);
         Assert.Equal(2, io);
         Assert.Contains("--batch belongs to the decode benchmark", ioErr);
