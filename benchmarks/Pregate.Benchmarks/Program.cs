@@ -1,6 +1,6 @@
 // Peer measurements for `pregate bench --vs-llama`. `llama --model PATH [--threads N] [--prompt-tokens N]
-// [--gen-tokens N] [--decode forced|greedy] [--seed S] [--kv f32|f16] [--repack on|off]` runs Pregate's benchmark protocol
-// (Engine/Benchmark.cs) on llama.cpp and prints one JSON object on stdout.
+// [--gen-tokens N] [--batch N] [--decode forced|greedy] [--seed S] [--kv f32|f16] [--repack on|off]` runs Pregate's
+// benchmark protocol (Engine/Benchmark.cs) on llama.cpp and prints one JSON object on stdout.
 using System.Globalization;
 using System.Text.Json;
 using LLama.Native;
@@ -9,7 +9,7 @@ using Pregate.Engine;
 
 if (args.Length == 0 || args[0] != "llama")
 {
-    Console.Error.WriteLine("usage: Pregate.Benchmarks llama --model PATH [--threads N] [--prompt-tokens N] [--gen-tokens N] [--decode forced|greedy] [--seed S] [--kv f32|f16] [--repack on|off]");
+    Console.Error.WriteLine("usage: Pregate.Benchmarks llama --model PATH [--threads N] [--prompt-tokens N] [--gen-tokens N] [--batch N] [--decode forced|greedy] [--seed S] [--kv f32|f16] [--repack on|off]");
     return 2;
 }
 
@@ -32,6 +32,7 @@ try
     {
         PromptTokens = Int("--prompt-tokens", 128),
         GenTokens = Int("--gen-tokens", 64),
+        Batch = Int("--batch", 1),
         Seed = (ulong)Int("--seed", 1),
         Decode = Get("--decode", "forced") switch
         {
@@ -60,7 +61,7 @@ try
     {
         if (level == LLamaLogLevel.Error) Console.Error.Write(message);
     });
-    using var target = new LlamaCppTarget(model, threads, settings.ContextNeeded, settings.PromptTokens, kvType, repack);
+    using var target = new LlamaCppTarget(model, threads, settings.ContextNeeded, settings.PromptTokens, kvType, repack, settings.Batch);
     var (timing, _) = Benchmark.Run(target, settings);
 
     using var json = new Utf8JsonWriter(Console.OpenStandardOutput());
@@ -72,6 +73,7 @@ try
     json.WriteBoolean("flash_attention", false);
     json.WriteNumber("prompt_tokens", settings.PromptTokens);
     json.WriteNumber("gen_tokens", settings.GenTokens);
+    json.WriteNumber("batch", settings.Batch);
     json.WriteNumber("prefill_tok_s", timing.PrefillTokensPerSecond);
     json.WriteNumber("decode_tok_s", timing.DecodeTokensPerSecond);
     if (ProcessMemory.PeakResidentBytes() is long peak) json.WriteNumber("peak_rss_bytes", peak);

@@ -1,7 +1,8 @@
 // `pregate bench`: prefill and decode throughput on a seeded random prompt and a forced (or greedy) decode stream, with
 // weight bytes per token, expert figures (per layer too) and peak memory; `--vs-llama` interleaves rounds with llama.cpp
 // (benchmarks/Pregate.Benchmarks, run as a child process) and reports medians and the ratios Pregate / llama.cpp.
-// `--ablation` and budget/policy lists hand over to BenchMatrix.
+// `--batch N` decodes N sequences together (one MoeModel.ForwardStep per step, prompts prefilled one after the other);
+// `--ablation` and budget/policy/batch lists hand over to BenchMatrix.
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
@@ -37,18 +38,30 @@ internal static class BenchCommand
         var memoryCap = new Option<string?>("--memory-cap") { Description = "with --ablation or a sweep: run each configuration in a child process inside a fresh cgroup v1 memory group of this size (e.g. 400MiB)" };
         var outDir = new Option<string?>("--out") { Description = "with --ablation or a sweep: the folder for results.json, results.md and chart.png (default ./ablation-TIMESTAMP or ./sweep-TIMESTAMP)" };
         var oracleTrace = new Option<string?>("--oracle-trace") { Description = "with --predictor oracle: replay this routing trace (written by --ablation) instead of recording one" };
+        var batch = new Option<string>("--batch")
+        {
+            Description = "sequences decoding together, each with its own prompt and stream (decode tok/s count every sequence's tokens); " +
+                          "a comma list (1,4,16) runs each as a sweep or in the ablation",
+            DefaultValueFactory = _ => "1",
+        };
         var cmd = new Command("bench", "Measure prefill and decode speed (optionally against llama.cpp); --ablation and budget lists (--expert-memory 10%,25%,all) compare configurations")
         {
-            promptTokens, genTokens, decode, rounds, seed, json, vsLlama, text, stats, ablation, memoryCap, outDir, oracleTrace, io,
+            promptTokens, genTokens, decode, rounds, seed, json, vsLlama, text, stats, ablation, memoryCap, outDir, oracleTrace, io, batch,
         };
         engine.AddTo(cmd);
         var serveLoad = new ServeLoadBench();
         serveLoad.AddTo(cmd);
         cmd.SetAction(p =>
         {
-            if (serveLoad.Requested(p)) return serveLoad.Run(p, engine, genTokens, json, stdout, stderr);
+            bool batchGiven = p.GetResult(batch) is { Implicit: false };
+            if (serveLoad.Requested(p))
+            {
+                if (batchGiven) return Usage(stderr, "--batch belongs to the decode benchmark; --serve-load sets its concurrency with --clients");
+                return serveLoad.Run(p, engine, genTokens, json, stdout, stderr);
+            }
             if (p.GetValue(io))
             {
+                if (batchGiven) return Usage(stderr, "--batch belongs to the decode benchmark, not to --io");
                 BenchIo.Run(engine.ModelPath(p), Math.Max(1, p.GetValue(rounds)), p.GetValue(seed), stdout, stderr);
                 return 0;
             }
@@ -59,6 +72,8 @@ internal static class BenchCommand
                 Decode = p.GetValue(decode) == "greedy" ? BenchmarkDecode.Greedy : BenchmarkDecode.Forced,
                 Seed = p.GetValue(seed),
             };
+            if (!TryParseBatches(p.GetValue(batch)!, out var batches, out string batchError)) return Usage(stderr, $"--batch: {batchError}");
+            settings = settings with { Batch = batches[0] };
             int roundCount = p.GetValue(rounds);
             try { settings.Validate(); }
             catch (ArgumentException e) { return Usage(stderr, e.Message); }
@@ -87,20 +102,20 @@ internal static class BenchCommand
                 cap = capBytes;
             }
             bool isAblation = p.GetValue(ablation);
-            bool sweep = budgets.Count > 1 || policies.Count > 1;
+            bool sweep = budgets.Count > 1 || policies.Count > 1 || batches.Count > 1;
             if (isAblation || sweep)
             {
                 if (isAblation && p.GetResult(engine.Cache) is { Implicit: false }) return Usage(stderr, "--ablation chooses the cache policies itself; leave out --cache");
                 if (isAblation && p.GetResult(engine.Predictor) is { Implicit: false }) return Usage(stderr, "--ablation chooses the predictors itself; leave out --predictor");
                 if (p.GetValue(oracleTrace) is not null) return Usage(stderr, "--oracle-trace belongs to a single run");
                 if (p.GetValue(stats)) return Usage(stderr, "--stats belongs to a single run; results.json holds the figures of every layer");
-                var matrix = new BenchMatrix(engine, p, settings, roundCount, p.GetValue(text), p.GetValue(vsLlama), cap, p.GetValue(outDir), p.GetValue(json), stdout, stderr);
+                var matrix = new BenchMatrix(engine, p, settings, batches, roundCount, p.GetValue(text), p.GetValue(vsLlama), cap, p.GetValue(outDir), p.GetValue(json), stdout, stderr);
                 return isAblation
                     ? matrix.RunAblation(budgets.Count > 0 ? budgets : [ExpertMemory.OfFraction(0.25), ExpertMemory.OfFraction(0.5)])
                     : matrix.RunSweep(budgets.Count > 0 ? budgets : [ExpertMemory.All], policies);
             }
             if (cap is not null || p.GetValue(outDir) is not null)
-                return Usage(stderr, "--memory-cap and --out go with --ablation or a sweep (a comma list in --expert-memory or --cache)");
+                return Usage(stderr, "--memory-cap and --out go with --ablation or a sweep (a comma list in --expert-memory, --cache or --batch)");
 
             var options = engine.Options(p);
             var request = new SingleRun(engine.ModelPath(p), options, settings, roundCount, p.GetValue(text), p.GetValue(vsLlama), p.GetValue(oracleTrace)) { MeasureRoofline = true };
@@ -112,6 +127,31 @@ internal static class BenchCommand
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>
+    /// The --batch value: one sequence count or a comma list of them, each at least 1 (duplicates dropped, order kept).
+    /// </summary>
+    internal static bool TryParseBatches(string text, out List<int> batches, out string error)
+    {
+        batches = [];
+        foreach (string item in text.Split(','))
+        {
+            string t = item.Trim();
+            if (!int.TryParse(t, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int n))
+            {
+                error = $"'{t}' is not a whole number of sequences";
+                return false;
+            }
+            if (n < 1)
+            {
+                error = $"a batch holds at least 1 sequence, not {n}";
+                return false;
+            }
+            if (!batches.Contains(n)) batches.Add(n);
+        }
+        error = "";
+        return true;
     }
 
     // A bad option value: the message and exit code 2 (as for a malformed command line).
@@ -139,6 +179,8 @@ internal static class BenchCommand
         {
             var options = Options;
             var settings = Settings;
+            if (settings.Batch > 1 && options.Backend is not null)
+                throw new UserException($"--batch {settings.Batch} decodes on the CPU engine only; leave out --batch or use --backend cpu");
             if (options.Predictor == PredictorKind.Oracle && options.OracleTrace is null)
             {
                 if (OracleTraceFile is string file)
@@ -204,7 +246,8 @@ internal static class BenchCommand
             catch (ArgumentException e) { throw new UserException(e.Message); }
         }
         if (settings.ContextNeeded > session.State.Context)
-            throw new UserException($"{settings.PromptTokens} prompt + {settings.GenTokens} generated tokens exceed the context of {session.State.Context}; raise --ctx");
+            throw new UserException($"{settings.PromptTokens} prompt + {settings.GenTokens} generated tokens exceed the context of {session.State.Context}" +
+                                    (settings.Batch > 1 ? " (each of the batch's sequences has a context of its own)" : "") + "; raise --ctx");
         return settings;
     }
 
@@ -240,16 +283,24 @@ internal static class BenchCommand
         private readonly double? _peerPrefill = withPeer ? Median(theirs.Select(t => t.PrefillTokensPerSecond)) : null;
         private readonly double? _peerDecode = withPeer ? Median(theirs.Select(t => t.DecodeTokensPerSecond)) : null;
 
-        /// <summary>Decode's weight reads per second over the read bandwidth measured at start.</summary>
-        private double? RooflineFraction => rooflineBytesPerSecond is double r ? _bytesPerToken * _decode / Math.Max(r, 1) : null;
+        /// <summary>
+        /// Decode's weight reads per second over the read bandwidth measured at start; one sequence only (a batch's step reads
+        /// the shared weights once for all its tokens, so tokens × bytes per token would overstate its reads).
+        /// </summary>
+        private double? RooflineFraction => rooflineBytesPerSecond is double r && settings.Batch == 1 ? _bytesPerToken * _decode / Math.Max(r, 1) : null;
 
         public void WriteText(TextWriter o, bool layers)
         {
             var c = session.Config;
             o.WriteLine($"model        {session.Checkpoint.Path} ({c.ModelType}, {c.NumLayers} layers, {c.NumExperts} experts top-{c.NumExpertsUsed})");
-            o.WriteLine(Invariant($"protocol     {session.Team.ThreadCount} threads, prompt {settings.PromptTokens} tokens, decode {settings.GenTokens} tokens ({Name(settings.Decode)}), median of {ours.Count} rounds"));
+            int n = settings.Batch;
+            o.WriteLine(n == 1
+                ? Invariant($"protocol     {session.Team.ThreadCount} threads, batch 1, prompt {settings.PromptTokens} tokens, decode {settings.GenTokens} tokens ({Name(settings.Decode)}), median of {ours.Count} rounds")
+                : Invariant($"protocol     {session.Team.ThreadCount} threads, batch {n} (sequences decoding together, prompts prefilled one after the other), prompt {settings.PromptTokens} tokens and decode {settings.GenTokens} tokens each ({Name(settings.Decode)}), median of {ours.Count} rounds"));
             string roofline = RooflineFraction is double f ? Invariant($", {f:P0} of the roofline") : "";
-            o.WriteLine(Invariant($"pregate      prefill {_prefill:0.0} tok/s, decode {_decode:0.0} tok/s ({_bytesPerToken * _decode / 1e9:0.0} GB/s of weights{roofline})"));
+            o.WriteLine(n == 1
+                ? Invariant($"pregate      prefill {_prefill:0.0} tok/s, decode {_decode:0.0} tok/s ({_bytesPerToken * _decode / 1e9:0.0} GB/s of weights{roofline})")
+                : Invariant($"pregate      prefill {_prefill:0.0} tok/s, decode {_decode:0.0} tok/s ({_decode / n:0.0} steps/s of {n} tokens; tok/s count every sequence)"));
             if (_peerPrefill is double pp && _peerDecode is double pd)
             {
                 o.WriteLine(Invariant($"llama.cpp    prefill {pp:0.0} tok/s, decode {pd:0.0} tok/s (K/V {theirs[0].KvType}, flash attention off)"));
@@ -276,6 +327,7 @@ internal static class BenchCommand
                 w.WriteNumber("threads", session.Team.ThreadCount);
                 w.WriteNumber("prompt_tokens", settings.PromptTokens);
                 w.WriteNumber("gen_tokens", settings.GenTokens);
+                w.WriteNumber("batch", settings.Batch);
                 w.WriteString("decode", Name(settings.Decode));
                 w.WriteNumber("seed", settings.Seed);
                 w.WriteNumber("rounds", ours.Count);
@@ -436,7 +488,7 @@ internal static class BenchCommand
             var (code, stdout, stderr) = Execute(group, "dotnet",
             [
                 dll, "llama", "--model", model, "--threads", Num(threads), "--prompt-tokens", Num(s.PromptTokens),
-                "--gen-tokens", Num(s.GenTokens), "--decode", Name(s.Decode), "--seed", s.Seed.ToString(CultureInfo.InvariantCulture), "--kv", "f32",
+                "--gen-tokens", Num(s.GenTokens), "--batch", Num(s.Batch), "--decode", Name(s.Decode), "--seed", s.Seed.ToString(CultureInfo.InvariantCulture), "--kv", "f32",
                 // Under a memory cap llama.cpp runs from its memory map alone: its repacked copies of the weights would
                 // take anonymous memory the size of the model and get it killed.
                 "--repack", group is null ? "on" : "off",

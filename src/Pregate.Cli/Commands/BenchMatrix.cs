@@ -1,6 +1,7 @@
-// `pregate bench --ablation` and budget sweeps (`--expert-memory 10%,25%,all [--cache lru,score]`): the bench workload run
-// under a list of engine configurations, each in this process or — with --memory-cap — in a child `pregate bench --json`
-// inside a fresh cgroup v1 memory group, the page cache dropped first; results.json, results.md and chart.png in --out.
+// `pregate bench --ablation` and budget sweeps (`--expert-memory 10%,25%,all [--cache lru,score] [--batch 1,4]`): the bench
+// workload run under a list of engine configurations (each at every batch size of --batch), each in this process or — with
+// --memory-cap — in a child `pregate bench --json` inside a fresh cgroup v1 memory group, the page cache dropped first;
+// results.json, results.md and chart.png in --out.
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
@@ -20,6 +21,9 @@ namespace Pregate.Cli.Commands;
 internal sealed record BenchJob(string Config, string Budget, ExpertMemory Memory, EvictionPolicyKind Policy, PredictorKind? Predictor, bool LlamaPeer = false,
     PrefetchGating? Gating = null)
 {
+    /// <summary>Sequences decoding together (--batch).</summary>
+    public int Batch { get; init; } = 1;
+
     /// <summary>Why the configuration is not run; null when it is.</summary>
     public string? Skip { get; init; }
 }
@@ -31,10 +35,20 @@ internal sealed record BenchRow(BenchJob Job, string Status, string? Note, JsonE
         Bench is { } b && b.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetDouble() : null;
 }
 
-internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, BenchmarkSettings settings, int rounds, string? textPath, bool vsLlama,
-    long? memoryCap, string? outDir, bool json, TextWriter stdout, TextWriter stderr)
+internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, BenchmarkSettings settings, IReadOnlyList<int> batches, int rounds,
+    string? textPath, bool vsLlama, long? memoryCap, string? outDir, bool json, TextWriter stdout, TextWriter stderr)
 {
     private readonly string _modelPath = engine.ModelPath(parse);
+
+    // A batch column (results.md) and batch labels (chart.png) once any configuration runs more than one sequence.
+    private bool Batched => batches.Any(b => b != 1);
+
+    // The workload of a configuration: the command line's settings at the job's batch size.
+    private BenchmarkSettings SettingsOf(BenchJob job) => settings with { Batch = job.Batch };
+
+    // The jobs once per batch size of --batch (in its order), each batch's jobs together.
+    private List<BenchJob> ForEachBatch(List<BenchJob> jobs) =>
+        batches.SelectMany(b => jobs.Select(j => j with { Batch = b })).ToList();
 
     /// <summary>
     /// On demand (no predictor, LRU, the minimum budget: one layer's top-k slots, so nothing is reused beyond the layer
@@ -63,7 +77,7 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
         }
         jobs.Add(new BenchJob("resident", "all", ExpertMemory.All, EvictionPolicyKind.Score, PredictorKind.None));
         if (vsLlama) jobs.Add(new BenchJob("llama.cpp", "mmap", ExpertMemory.All, EvictionPolicyKind.Score, null, LlamaPeer: true));
-        return Run("ablation", jobs);
+        return Run("ablation", ForEachBatch(jobs));
     }
 
     /// <summary>Each budget × policy (with the predictor the command line asks for); a resident budget runs once.</summary>
@@ -82,7 +96,7 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
                 jobs.Add(new BenchJob(PolicyName(policy), budget.ToString(), budget, policy, predictor));
         }
         if (vsLlama) jobs.Add(new BenchJob("llama.cpp", "mmap", ExpertMemory.All, policies[0], null, LlamaPeer: true));
-        return Run("sweep", jobs);
+        return Run("sweep", ForEachBatch(jobs));
     }
 
     private int Run(string mode, List<BenchJob> jobs)
@@ -95,16 +109,19 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
         string dir = outDir ?? Path.Combine(".", $"{mode}-{DateTime.UtcNow:yyyyMMdd-HHmmss}");
         if (memoryCap is long cap)
             using (MemoryCgroup.Create(GroupName("probe"), cap)) { } // fails early (exit 1) where cgroup v1 memory is unavailable
-        RoutingTrace? trace = null;
-        string? traceFile = null;
-        if (jobs.Any(j => j.Predictor == PredictorKind.Oracle && j.Skip is null))
+        // The oracle replays the routing of the same workload: one recording per batch size (its sequences differ).
+        var traces = new Dictionary<int, RoutingTrace>();
+        var traceFiles = new Dictionary<int, string>();
+        foreach (int batch in jobs.Where(j => j.Predictor == PredictorKind.Oracle && j.Skip is null).Select(j => j.Batch).Distinct())
         {
-            stderr.WriteLine("bench: recording the routing of one resident pass for the oracle predictor...");
-            trace = BenchCommand.RecordTrace(_modelPath, baseOptions, settings, textPath);
+            stderr.WriteLine(batch == 1
+                ? "bench: recording the routing of one resident pass for the oracle predictor..."
+                : $"bench: recording the routing of one resident pass (batch {batch}) for the oracle predictor...");
+            var trace = traces[batch] = BenchCommand.RecordTrace(_modelPath, baseOptions, settings with { Batch = batch }, textPath);
             if (memoryCap is not null)
             {
-                traceFile = Path.Combine(Path.GetTempPath(), $"pregate-routing-{Environment.ProcessId}.bin");
-                using var fs = File.Create(traceFile);
+                string file = traceFiles[batch] = Path.Combine(Path.GetTempPath(), $"pregate-routing-{Environment.ProcessId}-{batch}.bin");
+                using var fs = File.Create(file);
                 trace.Save(fs);
             }
         }
@@ -116,21 +133,24 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
             for (int i = 0; i < jobs.Count; i++)
             {
                 var job = jobs[i];
-                stderr.WriteLine($"bench: [{i + 1}/{jobs.Count}] {job.Config}, expert memory {job.Budget}{(job.Skip is null ? "" : " — skipped: " + job.Skip)}");
+                string batchNote = Batched ? $", batch {job.Batch}" : "";
+                stderr.WriteLine($"bench: [{i + 1}/{jobs.Count}] {job.Config}, expert memory {job.Budget}{batchNote}{(job.Skip is null ? "" : " — skipped: " + job.Skip)}");
                 if (job.Skip is not null)
                 {
                     rows.Add(new BenchRow(job, "skipped", job.Skip, null, null, null));
                     continue;
                 }
                 if (memoryCap is not null) dropped &= MemoryCgroup.DropPageCache();
-                var row = job.LlamaPeer ? RunPeer(job, peer!) : memoryCap is long c ? RunChild(job, c, traceFile) : RunHere(job, baseOptions, trace);
-                if (row.Status != "ok") stderr.WriteLine($"bench: {job.Config} at {job.Budget} {row.Status}: {row.Note}");
+                var row = job.LlamaPeer ? RunPeer(job, peer!)
+                    : memoryCap is long c ? RunChild(job, c, traceFiles.GetValueOrDefault(job.Batch))
+                    : RunHere(job, baseOptions, traces.GetValueOrDefault(job.Batch));
+                if (row.Status != "ok") stderr.WriteLine($"bench: {job.Config} at {job.Budget}{batchNote} {row.Status}: {row.Note}");
                 rows.Add(row);
             }
         }
         finally
         {
-            if (traceFile is not null) File.Delete(traceFile);
+            foreach (string file in traceFiles.Values) File.Delete(file);
         }
 
         Directory.CreateDirectory(dir);
@@ -138,7 +158,7 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
         AtomicFile.WriteAllText(Path.Combine(dir, "results.json"), results);
         string markdown = Markdown(mode, rows, memoryCap is null ? null : dropped);
         AtomicFile.WriteAllText(Path.Combine(dir, "results.md"), markdown);
-        AtomicFile.WriteAllBytes(Path.Combine(dir, "chart.png"), BenchChart.Render(mode, rows, Path.GetFileName(_modelPath)));
+        AtomicFile.WriteAllBytes(Path.Combine(dir, "chart.png"), BenchChart.Render(mode, rows, Path.GetFileName(_modelPath), Batched));
         if (json) stdout.Write(results);
         else stdout.Write(markdown);
         stderr.WriteLine($"bench: wrote {Path.Combine(dir, "results.json")}, results.md and chart.png");
@@ -162,7 +182,7 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
         string? text = null;
         try
         {
-            new BenchCommand.SingleRun(_modelPath, options, settings, rounds, textPath, false, null).Execute(stderr, report =>
+            new BenchCommand.SingleRun(_modelPath, options, SettingsOf(job), rounds, textPath, false, null).Execute(stderr, report =>
             {
                 using var w = new StringWriter(CultureInfo.InvariantCulture);
                 report.WriteJson(w);
@@ -184,6 +204,7 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
         var args = new List<string>(SelfArguments())
         {
             "bench", "--json", "--model", _modelPath, "--expert-memory", BudgetArgument(job.Memory), "--cache", PolicyName(job.Policy),
+            "--batch", job.Batch.ToString(CultureInfo.InvariantCulture),
         };
         if (job.Predictor is PredictorKind kind)
         {
@@ -219,11 +240,11 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
                 if (memoryCap is long cap)
                 {
                     using var group = MemoryCgroup.Create(GroupName("llama"), cap);
-                    results.Add(peer.Run(_modelPath, threads, settings, group));
+                    results.Add(peer.Run(_modelPath, threads, SettingsOf(job), group));
                     peak = Math.Max(peak ?? 0, group.MaxUsageBytes);
                     hits = (hits ?? 0) + group.LimitHits;
                 }
-                else results.Add(peer.Run(_modelPath, threads, settings));
+                else results.Add(peer.Run(_modelPath, threads, SettingsOf(job)));
             }
         }
         catch (UserException e)
@@ -337,6 +358,9 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
             w.WriteString("model", _modelPath);
             w.WriteNumber("prompt_tokens", settings.PromptTokens);
             w.WriteNumber("gen_tokens", settings.GenTokens);
+            w.WriteStartArray("batches");
+            foreach (int b in batches) w.WriteNumberValue(b);
+            w.WriteEndArray();
             w.WriteNumber("rounds", rounds);
             if (memoryCap is long cap) w.WriteNumber("memory_cap_bytes", cap);
             else w.WriteNull("memory_cap_bytes");
@@ -349,6 +373,7 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
                 w.WriteStartObject();
                 w.WriteString("config", r.Job.Config);
                 w.WriteString("budget", r.Job.Budget);
+                w.WriteNumber("batch", r.Job.Batch);
                 w.WriteString("cache_policy", r.Job.LlamaPeer || r.Job.Memory.IsResident ? null : PolicyName(r.Job.Policy));
                 w.WriteString("predictor", r.Job.Predictor is PredictorKind k && !r.Job.Memory.IsResident ? PredictorKinds.Name(k) : null);
                 w.WriteString("prefetch_gating", r.Job.Predictor is PredictorKind and not PredictorKind.None && !r.Job.Memory.IsResident && !r.Job.LlamaPeer
@@ -387,16 +412,18 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
             ? Inv($"; each configuration in a child process under a {ByteSize.Format(cap)} cgroup memory cap{(pageCacheDropped == true ? ", page cache dropped before each" : ", page cache NOT dropped (not writable)")}.")
             : "; all configurations in one process (no memory cap).");
         s.AppendLine();
-        s.AppendLine("| config | budget | decode tok/s | prefill tok/s | hit rate | recall | precision | stall ms/token | io busy | bytes read/token | skipped u/v/b | peak memory |");
-        s.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        string batchHead = Batched ? " batch |" : "", batchRule = Batched ? "---:|" : "";
+        s.AppendLine($"| config | budget |{batchHead} decode tok/s | prefill tok/s | hit rate | recall | precision | stall ms/token | io busy | bytes read/token | skipped u/v/b | peak memory |");
+        s.AppendLine($"|---|---|{batchRule}---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var r in rows)
         {
+            string batchCell = Batched ? Inv($" {r.Job.Batch} |") : "";
             if (r.Status != "ok")
             {
-                s.AppendLine($"| {r.Job.Config} | {r.Job.Budget} | {r.Status}: {r.Note?.Replace('|', '/')} | | | | | | | | | {Bytes(r.PeakMemoryBytes)} |");
+                s.AppendLine($"| {r.Job.Config} | {r.Job.Budget} |{batchCell} {r.Status}: {r.Note?.Replace('|', '/')} | | | | | | | | | {Bytes(r.PeakMemoryBytes)} |");
                 continue;
             }
-            s.AppendLine(Inv($"| {r.Job.Config} | {r.Job.Budget} | {Fixed(r.Number("decode_tok_s"))} | {Fixed(r.Number("prefill_tok_s"))} | {Percent(r.Number("expert_hit_rate"))} | ") +
+            s.AppendLine(Inv($"| {r.Job.Config} | {r.Job.Budget} |{batchCell} {Fixed(r.Number("decode_tok_s"))} | {Fixed(r.Number("prefill_tok_s"))} | {Percent(r.Number("expert_hit_rate"))} | ") +
                 Inv($"{Percent(r.Number("prediction_recall"))} | {Percent(r.Number("prediction_precision"))} | {Fixed(r.Number("stall_ms_per_token"), "0.000")} | ") +
                 Inv($"{Percent(r.Number("io_busy_fraction"))} | {Bytes(r.Number("bytes_read_per_token") is double b ? (long)b : null)} | {Skipped(r)} | {Bytes(r.PeakMemoryBytes)}{(r.LimitHits is > 0 ? Inv($" ({r.LimitHits} limit hits)") : "")} |"));
         }
@@ -407,6 +434,9 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
                      Inv($"every guess prefetched; (gated): prefetches gated ({engine.Gating(parse)}). "));
         else
             s.Append(Inv($"config: the cache policy; predictor: {(engine.Options(parse, null, "score").Predictor is PredictorKind k ? PredictorKinds.Name(k) : "the default (pregate when calibrated, else next-gate)")}. "));
+        if (Batched)
+            s.Append("batch: sequences decoding together, each with its own prompt (prefilled one after the other) and stream; decode and prefill tok/s " +
+                     "count the tokens of every sequence, and the guesses of a step's sequences are prefetched once where they agree. ");
         s.AppendLine("recall / precision: of the experts a decoded token's layer routed to, the share guessed one layer ahead / of the guesses, the share " +
                      "routed to. skipped u/v/b: prefetches the gates turned down as unlikely / as evicting a more valuable expert / for a busy disk. " +
                      "Hit rates, stalls and bytes are averaged over every pass (warm-up included).");

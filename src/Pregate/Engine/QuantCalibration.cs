@@ -290,7 +290,8 @@ public static class QuantCalibration
             inner.ObserveRouting(layer, probabilities);
         }
 
-        public void AfterAttention(int layer, ReadOnlySpan<float> hidden, int tokens) => inner.AfterAttention(layer, hidden, tokens);
+        public void AfterAttention(int layer, ReadOnlySpan<float> hidden, int tokens, bool decodeStep) =>
+            inner.AfterAttention(layer, hidden, tokens, decodeStep);
     }
 
     private sealed class Recorder : IForwardObserver

@@ -235,9 +235,12 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
     /// top k + extra guesses), and remembers the next layer's guesses to measure recall when it runs. Each guess goes to
     /// the loader with its calibrated probability (<see cref="GuessCalibration"/> over the softmax of the predictor's
     /// scores), which the loader's <see cref="PrefetchGating"/> weighs; the guesses are logged to calibrate against the
-    /// routing the target layer then makes (<see cref="ObserveRouting"/>).
+    /// routing the target layer then makes (<see cref="ObserveRouting"/>). Recall and precision (<see cref="Stats"/>) count a
+    /// single token and every token of a <paramref name="decodeStep"/> (several sequences decoding together), each against
+    /// its own guesses; the tokens of a prompt block (prefill) are not counted. Guesses that several tokens share are
+    /// prefetched once (the loader reads a key that is resident or in flight no second time).
     /// </summary>
-    public void AfterAttention(int layer, ReadOnlySpan<float> hidden, int tokens)
+    public void AfterAttention(int layer, ReadOnlySpan<float> hidden, int tokens, bool decodeStep)
     {
         if (_predictor is null) return;
         var calibration = _calibration ??= CreateCalibration();
@@ -255,7 +258,7 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
             if (a == 1)
             {
                 Array.Clear(_predicted[target]);
-                _hasPrediction[target] = tokens == 1;
+                _hasPrediction[target] = tokens == 1 || decodeStep;
             }
             _loggedTokens[a - 1][target] = 0;
             if (_loggedIds[a - 1][target].Length < tokens * _guesses)
@@ -529,8 +532,9 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
             Run(layer, ids, weights, x, y, scratch, team);
             return;
         }
-        ExpertGrouping.ExpertsPerToken(ids, weights, x, y);
+        int topK = ExpertGrouping.ExpertsPerToken(ids, weights, x, y);
         if (layer == 0) Interlocked.Add(ref _tokens, tokens);
+        if (_hasPrediction[layer]) CountStepPredictions(layer, ids, topK, tokens);
         _loader.BeginLayer(layer);
         var g = scratch.Grouping;
         g.Build(ids, tokens);
@@ -575,6 +579,30 @@ public sealed class OffloadedExperts : IExpertRunner, IDisposable
                 done[i] = true;
             }
         g.Combine(weights, _slotOut.AsSpan(0, g.Pairs * d), y, tokens);
+    }
+
+    // A decode step of several sequences: each token's routed experts against the guesses made for that token one layer
+    // ahead (logged by AfterAttention); a token the predictor gave no guesses counts its experts as missed.
+    private void CountStepPredictions(int layer, ReadOnlySpan<int> ids, int topK, int tokens)
+    {
+        _hasPrediction[layer] = false;
+        int logged = _loggedTokens[0][layer];
+        var guessed = _loggedIds[0][layer];
+        long hits = 0, guesses = 0;
+        for (int t = 0; t < tokens; t++)
+        {
+            if (t >= logged) continue;
+            var own = guessed.AsSpan(t * _guesses, _guesses);
+            foreach (int id in ids.Slice(t * topK, topK)) if (own.Contains(id)) hits++;
+            guesses += _guesses;
+        }
+        long checks = (long)tokens * topK;
+        _predictionChecks += checks;
+        _predictionHits += hits;
+        _predictionGuesses += guesses;
+        _layerChecks[layer] += checks;
+        _layerHits[layer] += hits;
+        _layerGuesses[layer] += guesses;
     }
 
     /// <summary>Experts computed before an earlier one of the same layer (cached while the earlier one loaded).</summary>

@@ -27,9 +27,11 @@ public interface IExpertRunner
 
     /// <summary>
     /// Layer <paramref name="layer"/>'s attention produced <paramref name="hidden"/> ([tokens, D], the residual stream) for
-    /// the tokens whose experts run next: the earliest point to start fetching later layers' experts. Default: nothing.
+    /// the tokens whose experts run next: the earliest point to start fetching later layers' experts.
+    /// <paramref name="decodeStep"/>: the rows are one new token of each of several sequences decoding together
+    /// (<see cref="MoeModel.ForwardStep"/>), not a block of one sequence's prompt. Default: nothing.
     /// </summary>
-    void AfterAttention(int layer, ReadOnlySpan<float> hidden, int tokens) { }
+    void AfterAttention(int layer, ReadOnlySpan<float> hidden, int tokens, bool decodeStep) { }
 
     /// <summary>
     /// A block of x.Tokens tokens routed to k = ids.Length / x.Tokens experts each: for every token t,

@@ -345,7 +345,7 @@ public abstract class MoeModel
         var c = Config;
         int d = c.HiddenSize, k = c.NumExpertsUsed, e = c.NumExperts;
         var hidden = s.Hidden.AsSpan(0, n * d);
-        Experts.AfterAttention(layer, hidden, n);
+        Experts.AfterAttention(layer, hidden, n, decodeStep: positions is not null);
         if (Observer is { } attnObserver)
             for (int t = 0; t < n; t++) attnObserver.OnTensor("attn_residual", layer, PositionOf(t), hidden.Slice(t * d, d));
 
