@@ -276,6 +276,12 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
         yield return "--threads"; yield return Num(parse.GetValue(engine.Threads));
         yield return "--lookahead"; yield return Num(parse.GetValue(engine.Lookahead));
         yield return "--predict-extra"; yield return Num(parse.GetValue(engine.PredictExtra));
+        yield return "--on-miss"; yield return parse.GetValue(engine.OnMiss)!;
+        if (parse.GetResult(engine.LowPrecisionBelow) is { Implicit: false })
+        {
+            yield return "--low-precision-below"; yield return parse.GetValue(engine.LowPrecisionBelow).ToString("R", CultureInfo.InvariantCulture);
+        }
+        yield return "--interleave"; yield return parse.GetValue(engine.Interleave)!;
         if (parse.GetValue(engine.Context) is int ctx) { yield return "--ctx"; yield return Num(ctx); }
         if (parse.GetValue(engine.PredictorFile) is string file) { yield return "--predictor-file"; yield return Path.GetFullPath(file); }
         if (textPath is not null) { yield return "--text"; yield return Path.GetFullPath(textPath); }
@@ -411,6 +417,7 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
         s.AppendLine(memoryCap is long cap
             ? Inv($"; each configuration in a child process under a {ByteSize.Format(cap)} cgroup memory cap{(pageCacheDropped == true ? ", page cache dropped before each" : ", page cache NOT dropped (not writable)")}.")
             : "; all configurations in one process (no memory cap).");
+        if (parse.GetValue(engine.OnMiss) is string miss && miss != "load") s.AppendLine(Inv($"Missed experts: --on-miss {miss}."));
         s.AppendLine();
         string batchHead = Batched ? " batch |" : "", batchRule = Batched ? "---:|" : "";
         s.AppendLine($"| config | budget |{batchHead} decode tok/s | prefill tok/s | hit rate | recall | precision | stall ms/token | io busy | bytes read/token | skipped u/v/b | peak memory |");

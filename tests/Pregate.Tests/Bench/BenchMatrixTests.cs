@@ -180,11 +180,17 @@ public sealed class BenchMatrixTests(ITestOutputHelper output) : IDisposable
             return;
         }
         string model = Tiny(), dir = Path.Combine(_dir, "capped");
-        var (code, _, _) = Run(["bench", "--model", model, "--expert-memory", "50%,all", "--memory-cap", "1GiB", "--out", dir, .. Workload]);
+        // The children get the engine options of the command line: here misses computed in place, so nothing is read.
+        var (code, _, _) = Run(["bench", "--model", model, "--expert-memory", "50%,all", "--memory-cap", "1GiB", "--on-miss", "compute", "--predictor", "none",
+            "--out", dir, .. Workload]);
         Assert.Equal(0, code);
         var (json, md) = Outputs(dir);
         Assert.Equal(1L << 30, json.RootElement.GetProperty("memory_cap_bytes").GetInt64());
         Assert.Contains("cgroup memory cap", md);
+        Assert.Contains("Missed experts: --on-miss compute.", md);
+        var offloaded = Rows(json).First(r => r.Budget == "50%").Row.GetProperty("bench");
+        Assert.True(offloaded.GetProperty("computed_in_place").GetInt64() > 0);
+        Assert.Equal(0, offloaded.GetProperty("bytes_read_per_token").GetDouble());
         foreach (var r in Rows(json))
         {
             Assert.Equal("ok", r.Status);
