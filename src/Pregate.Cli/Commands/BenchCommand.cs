@@ -214,12 +214,14 @@ internal static class BenchCommand
                 if (roofline is double measured) stderr.WriteLine(Invariant($"roofline: {measured / 1e9:0.0} GB/s read with {session.Team.ThreadCount} threads"));
                 var target = new SessionBenchmarkTarget(session);
                 var statsBefore = session.ExpertStats;
+                var decodeExperts = default(DecodeExpertFigures);
                 var ours = new List<BenchmarkTiming>();
                 var theirs = new List<PeerResult>();
                 for (int r = 1; r <= Rounds; r++)
                 {
                     var (timing, _) = Benchmark.Run(target, settings);
                     ours.Add(timing);
+                    decodeExperts += target.DecodeExperts;
                     string line = Invariant($"round {r}/{Rounds}: pregate prefill {timing.PrefillTokensPerSecond:0.0} tok/s, decode {timing.DecodeTokensPerSecond:0.0} tok/s");
                     if (peer is not null)
                     {
@@ -229,7 +231,7 @@ internal static class BenchCommand
                     }
                     stderr.WriteLine(line);
                 }
-                use(new Report(session, settings, ours, theirs, peer is not null, session.ExpertStats - statsBefore, roofline));
+                use(new Report(session, settings, ours, theirs, peer is not null, session.ExpertStats - statsBefore, decodeExperts, roofline));
             }
         }
     }
@@ -274,7 +276,8 @@ internal static class BenchCommand
         return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
     }
 
-    internal sealed class Report(ModelSession session, BenchmarkSettings settings, List<BenchmarkTiming> ours, List<PeerResult> theirs, bool withPeer, ExpertStats experts, double? rooflineBytesPerSecond)
+    internal sealed class Report(ModelSession session, BenchmarkSettings settings, List<BenchmarkTiming> ours, List<PeerResult> theirs, bool withPeer, ExpertStats experts,
+        DecodeExpertFigures decodeExperts, double? rooflineBytesPerSecond)
     {
         private readonly double _prefill = Median(ours.Select(t => t.PrefillTokensPerSecond));
         private readonly double _decode = Median(ours.Select(t => t.DecodeTokensPerSecond));
@@ -312,7 +315,12 @@ internal static class BenchCommand
                 o.WriteLine(Invariant($"roofline     {r / 1e9:0.0} GB/s read with {session.Team.ThreadCount} threads (measured at start)"));
             o.WriteLine($"peak RSS     {(_peakRss is long b ? Units.Bytes(b) : "n/a")}");
             o.WriteLine($"{session.DescribePlacement()}");
-            if (session.ExpertPlacement.Offloaded) o.WriteLine(EngineOptionSet.DescribeStats(session.ExpertPlacement, experts));
+            if (session.ExpertPlacement.Offloaded)
+            {
+                o.WriteLine(EngineOptionSet.DescribeStats(session.ExpertPlacement, experts));
+                var d = decodeExperts;
+                o.WriteLine(Invariant($"decode steps {Units.Bytes((long)d.BytesPerToken)} read per token ({d.BytesPerSecond / 1e9:0.00} GB/s), I/O busy {d.IoBusyFraction:P0}, stall {d.StallMsPerToken:0.00} ms/token (the measured decode loops alone)"));
+            }
             if (layers) ExpertStatsTable.Write(o, session.ExpertPlacement, experts);
         }
 
@@ -351,6 +359,10 @@ internal static class BenchCommand
                 Number("io_busy_fraction", off ? experts.IoBusyFraction : null);
                 Number("stall_ms_per_token", off ? experts.StallMsPerToken : null);
                 Number("bytes_read_per_token", off ? experts.BytesPerToken : null);
+                Number("decode_bytes_read_per_token", off ? decodeExperts.BytesPerToken : null);
+                Number("decode_read_gb_s", off ? decodeExperts.BytesPerSecond / 1e9 : null);
+                Number("decode_io_busy_fraction", off ? decodeExperts.IoBusyFraction : null);
+                Number("decode_stall_ms_per_token", off ? decodeExperts.StallMsPerToken : null);
                 Number("expert_bytes_read_per_token", off ? experts.ExpertBytesPerToken : null);
                 Number("computed_in_place", off ? experts.ComputedInPlace : null);
                 Number("computed_in_place_bytes", off ? experts.ComputedInPlaceBytes : null);

@@ -125,6 +125,12 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
                 trace.Save(fs);
             }
         }
+        if (jobs.Any(j => j.Skip is null && !j.LlamaPeer && !j.Memory.IsResident))
+        {
+            if (memoryCap is not null) MemoryCgroup.DropPageCache();
+            _diskBytesPerSecond = MeasureDisk();
+            stderr.WriteLine(Inv($"bench: the disk reads experts at {_diskBytesPerSecond / 1e9:0.00} GB/s (random experts, read part by part as the loader does, {DiskProbeInFlight} at a time)"));
+        }
         BenchCommand.LlamaPeer? peer = jobs.Any(j => j.LlamaPeer) ? BenchCommand.LlamaPeer.Prepare(stderr) : null;
         var rows = new List<BenchRow>();
         bool dropped = true;
@@ -317,6 +323,25 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
 
     private long MinimumBudget() => BudgetLimits().Minimum;
 
+    // The loader's I/O threads: as many expert reads in flight as an offloaded run keeps.
+    private static int DiskProbeInFlight => new ExpertLoaderOptions().IoThreads;
+
+    private double? _diskBytesPerSecond;
+
+    // The rate the disk gives the loader's reads (O_DIRECT, its parts, its reads in flight): the median of three rounds
+    // of random experts, the yardstick of "disk use" (decode's read rate over it).
+    private double MeasureDisk()
+    {
+        using var ck = Checkpoint.Open(_modelPath);
+        var layout = OffloadedExperts.LayoutOf(ck);
+        int perRound = Math.Min(16, layout.LayerCount * layout.ExpertCount / 2);
+        var rates = ExpertReadBenchmark.Run(layout, perRound, DiskProbeInFlight, rounds: 3, settings.Seed).Select(r => r.PartReadsBytesPerSecond).Order().ToList();
+        return rates[rates.Count / 2];
+    }
+
+    private double? DiskUse(BenchRow r) =>
+        _diskBytesPerSecond is double disk && r.Number("decode_read_gb_s") is double gbs ? gbs * 1e9 / disk : null;
+
     // The smallest budget the model accepts and the bytes of all its routed experts.
     private (long Minimum, long ExpertBytes) BudgetLimits()
     {
@@ -368,6 +393,8 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
             foreach (int b in batches) w.WriteNumberValue(b);
             w.WriteEndArray();
             w.WriteNumber("rounds", rounds);
+            if (_diskBytesPerSecond is double disk) w.WriteNumber("disk_read_gb_s", disk / 1e9);
+            else w.WriteNull("disk_read_gb_s");
             if (memoryCap is long cap) w.WriteNumber("memory_cap_bytes", cap);
             else w.WriteNull("memory_cap_bytes");
             if (pageCacheDropped is bool d) w.WriteBoolean("page_cache_dropped", d);
@@ -387,12 +414,15 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
                 w.WriteString("status", r.Status);
                 w.WriteString("note", r.Note);
                 foreach (string field in (string[])["decode_tok_s", "prefill_tok_s", "expert_hit_rate", "prediction_recall", "prediction_precision", "prefetch_precision",
-                             "stall_ms_per_token", "io_busy_fraction", "bytes_read_per_token", "prefetch_bytes_wasted", "prefetches_skipped_unlikely",
+                             "stall_ms_per_token", "io_busy_fraction", "bytes_read_per_token", "decode_bytes_read_per_token", "decode_read_gb_s",
+                             "decode_io_busy_fraction", "decode_stall_ms_per_token", "prefetch_bytes_wasted", "prefetches_skipped_unlikely",
                              "prefetches_skipped_valuable", "prefetches_skipped_busy", "expert_memory_bytes"])
                 {
                     if (r.Number(field) is double v) w.WriteNumber(field, v);
                     else w.WriteNull(field);
                 }
+                if (DiskUse(r) is double use) w.WriteNumber("disk_use", use);
+                else w.WriteNull("disk_use");
                 if (r.PeakMemoryBytes is long peak) w.WriteNumber("peak_memory_bytes", peak);
                 else w.WriteNull("peak_memory_bytes");
                 if (r.LimitHits is long hits) w.WriteNumber("memory_limit_hits", hits);
@@ -420,19 +450,20 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
         if (parse.GetValue(engine.OnMiss) is string miss && miss != "load") s.AppendLine(Inv($"Missed experts: --on-miss {miss}."));
         s.AppendLine();
         string batchHead = Batched ? " batch |" : "", batchRule = Batched ? "---:|" : "";
-        s.AppendLine($"| config | budget |{batchHead} decode tok/s | prefill tok/s | hit rate | recall | precision | stall ms/token | io busy | bytes read/token | skipped u/v/b | peak memory |");
-        s.AppendLine($"|---|---|{batchRule}---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        s.AppendLine($"| config | budget |{batchHead} decode tok/s | prefill tok/s | hit rate | recall | precision | stall ms/token | io busy | bytes read/token | disk use | skipped u/v/b | peak memory |");
+        s.AppendLine($"|---|---|{batchRule}---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var r in rows)
         {
             string batchCell = Batched ? Inv($" {r.Job.Batch} |") : "";
             if (r.Status != "ok")
             {
-                s.AppendLine($"| {r.Job.Config} | {r.Job.Budget} |{batchCell} {r.Status}: {r.Note?.Replace('|', '/')} | | | | | | | | | {Bytes(r.PeakMemoryBytes)} |");
+                s.AppendLine($"| {r.Job.Config} | {r.Job.Budget} |{batchCell} {r.Status}: {r.Note?.Replace('|', '/')} | | | | | | | | | | {Bytes(r.PeakMemoryBytes)} |");
                 continue;
             }
             s.AppendLine(Inv($"| {r.Job.Config} | {r.Job.Budget} |{batchCell} {Fixed(r.Number("decode_tok_s"))} | {Fixed(r.Number("prefill_tok_s"))} | {Percent(r.Number("expert_hit_rate"))} | ") +
-                Inv($"{Percent(r.Number("prediction_recall"))} | {Percent(r.Number("prediction_precision"))} | {Fixed(r.Number("stall_ms_per_token"), "0.000")} | ") +
-                Inv($"{Percent(r.Number("io_busy_fraction"))} | {Bytes(r.Number("bytes_read_per_token") is double b ? (long)b : null)} | {Skipped(r)} | {Bytes(r.PeakMemoryBytes)}{(r.LimitHits is > 0 ? Inv($" ({r.LimitHits} limit hits)") : "")} |"));
+                Inv($"{Percent(r.Number("prediction_recall"))} | {Percent(r.Number("prediction_precision"))} | {Fixed(r.Number("decode_stall_ms_per_token"), "0.000")} | ") +
+                Inv($"{Percent(r.Number("decode_io_busy_fraction"))} | {Bytes(r.Number("decode_bytes_read_per_token") is double b ? (long)b : null)} | {Percent(DiskUse(r))} | ") +
+                Inv($"{Skipped(r)} | {Bytes(r.PeakMemoryBytes)}{(r.LimitHits is > 0 ? Inv($" ({r.LimitHits} limit hits)") : "")} |"));
         }
         s.AppendLine();
         if (mode == "ablation")
@@ -446,7 +477,9 @@ internal sealed class BenchMatrix(EngineOptionSet engine, ParseResult parse, Ben
                      "count the tokens of every sequence, and the guesses of a step's sequences are prefetched once where they agree. ");
         s.AppendLine("recall / precision: of the experts a decoded token's layer routed to, the share guessed one layer ahead / of the guesses, the share " +
                      "routed to. skipped u/v/b: prefetches the gates turned down as unlikely / as evicting a more valuable expert / for a busy disk. " +
-                     "Hit rates, stalls and bytes are averaged over every pass (warm-up included).");
+                     "stall, io busy and bytes read: of the measured decode loops alone; disk use: their read rate over the disk's rate for the loader's reads" +
+                     (_diskBytesPerSecond is double disk ? Inv($" ({disk / 1e9:0.00} GB/s, measured at start)") : "") +
+                     ". Hit rates and recall are averaged over every pass (warm-up included).");
         return s.ToString();
     }
 

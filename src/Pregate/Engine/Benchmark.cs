@@ -7,6 +7,7 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using Pregate.Core;
+using Pregate.Experts;
 using Pregate.Kernels;
 using Pregate.Models;
 using Pregate.Experts.Prediction;
@@ -319,8 +320,15 @@ public sealed class SessionBenchmarkTarget(ModelSession session) : IBatchedBench
     private readonly List<InferenceState> _states = [session.State];
     private InferenceState[] _active = [session.State];
     private DecodeBatch? _batch;
+    private readonly bool _offloaded = session.ExpertPlacement.Offloaded;
 
     public int VocabSize => session.Config.VocabSize;
+
+    /// <summary>
+    /// The expert figures of the decode steps since the last reset (a pass's decode loop: <see cref="Benchmark.Run"/>
+    /// resets before each pass, so after it they are the measured pass's); all zero when the experts are resident.
+    /// </summary>
+    public DecodeExpertFigures DecodeExperts { get; private set; }
 
     public void Reset() => Reset(1);
 
@@ -336,6 +344,7 @@ public sealed class SessionBenchmarkTarget(ModelSession session) : IBatchedBench
         if (sequences > 1 && (_batch is null || _batch.MaxSequences < sequences)) _batch = session.Model.CreateDecodeBatch(sequences);
         _active = _states.GetRange(0, sequences).ToArray();
         foreach (var state in _active) state.Reset();
+        DecodeExperts = default;
     }
 
     public void Prefill(ReadOnlySpan<int> tokens, Span<float> lastLogits) => Prefill(0, tokens, lastLogits);
@@ -343,7 +352,12 @@ public sealed class SessionBenchmarkTarget(ModelSession session) : IBatchedBench
     public void Prefill(int sequence, ReadOnlySpan<int> tokens, Span<float> lastLogits) =>
         session.Model.Forward(_active[sequence], tokens, lastLogits, allPositions: false, session.Team);
 
-    public void Decode(int token, Span<float> logits) => session.Model.Forward(session.State, token, logits, session.Team);
+    public void Decode(int token, Span<float> logits)
+    {
+        var before = _offloaded ? session.ExpertStats : default;
+        session.Model.Forward(session.State, token, logits, session.Team);
+        if (_offloaded) DecodeExperts += session.ExpertStats - before;
+    }
 
     public void DecodeStep(ReadOnlySpan<int> tokens, Span<float> logits)
     {
@@ -352,6 +366,30 @@ public sealed class SessionBenchmarkTarget(ModelSession session) : IBatchedBench
             Decode(tokens[0], logits);
             return;
         }
+        var before = _offloaded ? session.ExpertStats : default;
         session.Model.ForwardStep(_batch!, _active, tokens, logits, session.Team);
+        if (_offloaded) DecodeExperts += session.ExpertStats - before;
     }
+}
+
+/// <summary>
+/// Expert figures of decode steps alone (prefill excluded): tokens, bytes read, compute's stall on reads, time with a read
+/// in flight, and the wall time of the steps.
+/// </summary>
+public readonly record struct DecodeExpertFigures(long Tokens, long BytesRead, TimeSpan Stall, TimeSpan IoBusy, TimeSpan Elapsed)
+{
+    public double BytesPerToken => Tokens == 0 ? 0 : (double)BytesRead / Tokens;
+    public double StallMsPerToken => Tokens == 0 ? 0 : Stall.TotalMilliseconds / Tokens;
+    public double IoBusyFraction => Elapsed <= TimeSpan.Zero ? 0 : Math.Min(1, IoBusy / Elapsed);
+
+    /// <summary>Bytes read per second of decode: what the steps asked of the disk.</summary>
+    public double BytesPerSecond => Elapsed <= TimeSpan.Zero ? 0 : BytesRead / Elapsed.TotalSeconds;
+
+    /// <summary>Adds the figures of one stretch (the difference of two snapshots) to these.</summary>
+    public static DecodeExpertFigures operator +(DecodeExpertFigures a, ExpertStats stretch) =>
+        new(a.Tokens + stretch.Tokens, a.BytesRead + stretch.BytesRead, a.Stall + stretch.Cache.Stall, a.IoBusy + stretch.Cache.IoBusy, a.Elapsed + stretch.Elapsed);
+
+    /// <summary>Figures of two stretches together.</summary>
+    public static DecodeExpertFigures operator +(DecodeExpertFigures a, DecodeExpertFigures b) =>
+        new(a.Tokens + b.Tokens, a.BytesRead + b.BytesRead, a.Stall + b.Stall, a.IoBusy + b.IoBusy, a.Elapsed + b.Elapsed);
 }

@@ -40,7 +40,7 @@ public sealed class BenchMatrixTests(ITestOutputHelper output) : IDisposable
         Assert.True(png.Length > 1000);
         Assert.Equal(PngSignature, png[..8]);
         string md = File.ReadAllText(Path.Combine(dir, "results.md"));
-        Assert.Contains("| config | budget | decode tok/s | prefill tok/s | hit rate | recall | precision | stall ms/token | io busy | bytes read/token | skipped u/v/b | peak memory |", md);
+        Assert.Contains("| config | budget | decode tok/s | prefill tok/s | hit rate | recall | precision | stall ms/token | io busy | bytes read/token | disk use | skipped u/v/b | peak memory |", md);
         return (JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "results.json"))), md);
     }
 
@@ -84,6 +84,16 @@ public sealed class BenchMatrixTests(ITestOutputHelper output) : IDisposable
         var onDemand = rows[0].Row;
         Assert.Equal(JsonValueKind.Null, onDemand.GetProperty("prediction_recall").ValueKind);
         Assert.Equal("lru", onDemand.GetProperty("cache_policy").GetString());
+        // The on-demand run reads every expert of every decode step: disk figures of the decode loops, and its disk use
+        // against the rate measured at start (a share, though a page-cache-backed temp folder can exceed 1).
+        double disk = json.RootElement.GetProperty("disk_read_gb_s").GetDouble();
+        double decodeBytes = onDemand.GetProperty("decode_bytes_read_per_token").GetDouble();
+        output.WriteLine($"disk {disk:0.00} GB/s; on-demand decode reads {decodeBytes:0} B/token, disk use {onDemand.GetProperty("disk_use").GetDouble():P1}");
+        Assert.True(disk > 0);
+        Assert.True(decodeBytes > 0);
+        Assert.True(onDemand.GetProperty("disk_use").GetDouble() > 0);
+        Assert.Equal(JsonValueKind.Null, rows[^1].Row.GetProperty("disk_use").ValueKind);
+        Assert.Contains("| disk use |", md);
         Assert.Contains("no calibrated predictor", rows[4].Row.GetProperty("note").GetString());
         Assert.Contains("no calibrated predictor", rows[5].Row.GetProperty("note").GetString());
     }
