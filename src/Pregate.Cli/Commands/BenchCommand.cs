@@ -319,7 +319,7 @@ internal static class BenchCommand
             {
                 o.WriteLine(EngineOptionSet.DescribeStats(session.ExpertPlacement, experts));
                 var d = decodeExperts;
-                o.WriteLine(Invariant($"decode steps {Units.Bytes((long)d.BytesPerToken)} read per token ({d.BytesPerSecond / 1e9:0.00} GB/s), I/O busy {d.IoBusyFraction:P0}, stall {d.StallMsPerToken:0.00} ms/token (the measured decode loops alone)"));
+                o.WriteLine(Invariant($"decode steps {Units.Bytes((long)d.BytesPerToken)} read per token ({d.BytesPerSecond / 1e9:0.00} GB/s), I/O busy {d.IoBusyFraction * 100:0}%, stall {d.StallMsPerToken:0.00} ms/token (the measured decode loops alone)"));
             }
             if (layers) ExpertStatsTable.Write(o, session.ExpertPlacement, experts);
         }
