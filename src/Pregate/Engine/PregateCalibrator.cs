@@ -78,7 +78,7 @@ public static class PregateCalibrator
             ["architecture"] = c.ModelType,
             ["lookahead"] = o.Lookahead.ToString(CultureInfo.InvariantCulture),
             ["train_tokens"] = train.ToString(CultureInfo.InvariantCulture),
-            ["fit"] = fit.NextGatePrior ? "ridge toward next-gate, cross-entropy refinement" : "ridge toward zero, cross-entropy refinement",
+            ["fit"] = $"ridge toward {(fit.NextGatePrior ? "next-gate" : "zero")} on the residual{(fit.GateFeatures ? " and the layer's own routing" : "")}, cross-entropy refinement toward the routed top-k",
             ["ridge"] = string.Join(",", ridges.SelectMany(x => x).Where(x => !double.IsNaN(x)).Select(x => x.ToString("R", CultureInfo.InvariantCulture))),
             ["refine_epochs"] = string.Join(",", epochs.SelectMany(x => x).Where(x => x >= 0).Select(x => x.ToString(CultureInfo.InvariantCulture))),
         };
