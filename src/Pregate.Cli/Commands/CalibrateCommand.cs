@@ -33,11 +33,18 @@ internal static class CalibrateCommand
             int k = session.Config.NumExpertsUsed;
             stdout.WriteLine($"wrote {outPath}");
             stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"fitted on {r.TrainTokens} tokens; recall on {r.HeldOutTokens} held-out tokens, next layer, averaged over layers:"));
+                $"fitted on {r.TrainTokens} tokens; recall of the next layer's top-{k} on {r.HeldOutTokens} held-out tokens with k, k+1, k+2 guesses:"));
+            stdout.WriteLine($"| layer | pregate top-{k} | top-{k + 1} | top-{k + 2} | next-gate top-{k} | top-{k + 1} | top-{k + 2} |");
+            stdout.WriteLine("|---|---|---|---|---|---|---|");
+            static string Row(string label, double a, double b, double c, double d, double e, double f) =>
+                string.Create(CultureInfo.InvariantCulture, $"| {label} | {a:P1} | {b:P1} | {c:P1} | {d:P1} | {e:P1} | {f:P1} |");
+            for (int i = 0; i < r.Pregate.TopK.Length; i++)
+                stdout.WriteLine(Row((i + 1).ToString(CultureInfo.InvariantCulture), r.Pregate.TopK[i], r.Pregate.TopKPlus1[i], r.Pregate.TopKPlus2[i],
+                    r.NextGate.TopK[i], r.NextGate.TopKPlus1[i], r.NextGate.TopKPlus2[i]));
+            stdout.WriteLine(Row("mean", r.Pregate.MeanTopK, r.Pregate.MeanTopKPlus1, r.Pregate.MeanTopKPlus2,
+                r.NextGate.MeanTopK, r.NextGate.MeanTopKPlus1, r.NextGate.MeanTopKPlus2));
             stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"  pregate    top-{k} {r.Pregate.MeanTopK:P1}   top-{k + 1} {r.Pregate.MeanTopKPlus1:P1}"));
-            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"  next-gate  top-{k} {r.NextGate.MeanTopK:P1}   top-{k + 1} {r.NextGate.MeanTopKPlus1:P1}"));
+                $"ridge (by layer): {string.Join(" ", r.Ridge.Select(x => x[0]).Where(x => !double.IsNaN(x)).Select(x => x.ToString("g2", CultureInfo.InvariantCulture)))}; refinement epochs: {string.Join(" ", r.Epochs.Select(x => x[0]).Where(x => x >= 0))}"));
             return 0;
         });
         return cmd;
