@@ -177,8 +177,10 @@ internal static class BenchCommand
         /// <exception cref="UserException">A bad option or file.</exception>
         public void Execute(TextWriter stderr, Action<Report> use)
         {
-            var options = Options;
             var settings = Settings;
+            // Each sequence's KV cache holds the workload (prompt and decode) unless --ctx says otherwise: a batch of
+            // sequences with the model's whole context each would not fit beside the experts in a memory cap.
+            var options = Options.Context is null ? Options with { Context = settings.ContextNeeded } : Options;
             if (settings.Batch > 1 && options.Backend is not null)
                 throw new UserException($"--batch {settings.Batch} decodes on the CPU engine only; leave out --batch or use --backend cpu");
             if (options.Predictor == PredictorKind.Oracle && options.OracleTrace is null)
