@@ -267,6 +267,9 @@ public sealed class ModelSession : IDisposable
                 $"a layer uses {topK} experts at once and each needs a slot of {ByteSize.Format(DirectFileReader.AlignUp(layout.SlotBytes))}; " +
                 $"give at least {ByteSize.Format(minimum)} ({pct.ToString(System.Globalization.CultureInfo.InvariantCulture)}% of the experts) or all");
         }
+        // Before the predictor hashes the resident weights (its fingerprint): page faults without the advice read around
+        // them, into the experts' ranges, and the mapped expert pages would stay in memory beside the cache's budget.
+        ResidentWeightAdvice.Apply(ck);
         var (predictor, predictorName) = CreatePredictor(ck, o);
         var runner = new OffloadedExperts(ck, layout, new OffloadOptions
         {
