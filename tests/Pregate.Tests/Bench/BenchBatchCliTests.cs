@@ -2,6 +2,7 @@
 // batched step), batch lists as a sweep and ablation dimension (results.json/results.md batch column, chart), and
 // errors for bad batches, a context too small or a GPU backend.
 using System.Text.Json;
+using Pregate.Tests.Cli;
 using Xunit.Abstractions;
 
 namespace Pregate.Tests.Bench;
@@ -14,16 +15,7 @@ public sealed class BenchBatchCliTests(ITestOutputHelper output) : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var o = new StringWriter();
-        var e = new StringWriter();
-        int code = Pregate.Cli.Cli.Run(args, o, e);
-        output.WriteLine($"$ pregate {string.Join(' ', args)} -> {code}");
-        output.WriteLine(o.ToString().Trim());
-        if (e.ToString().Length > 0) output.WriteLine("stderr: " + e.ToString().Trim());
-        return (code, o.ToString(), e.ToString());
-    }
+    private (int Code, string Out, string Err) Run(params string[] args) => CliRun.Run(output, args);
 
     private string Tiny()
     {

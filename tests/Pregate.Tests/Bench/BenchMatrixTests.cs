@@ -2,6 +2,7 @@
 // (results.json rows, results.md table, chart.png), the per-layer figures of bench --json and --stats, the oracle in a
 // single bench, the memory-capped path where cgroup v1 memory is writable, and exit code 2 for bad values.
 using System.Text.Json;
+using Pregate.Tests.Cli;
 using Xunit.Abstractions;
 
 namespace Pregate.Tests.Bench;
@@ -15,16 +16,7 @@ public sealed class BenchMatrixTests(ITestOutputHelper output) : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var o = new StringWriter();
-        var e = new StringWriter();
-        int code = Pregate.Cli.Cli.Run(args, o, e);
-        output.WriteLine($"$ pregate {string.Join(' ', args)} -> {code}");
-        output.WriteLine(o.ToString().Trim());
-        if (e.ToString().Length > 0) output.WriteLine("stderr: " + e.ToString().Trim());
-        return (code, o.ToString(), e.ToString());
-    }
+    private (int Code, string Out, string Err) Run(params string[] args) => CliRun.Run(output, args);
 
     private string Tiny()
     {

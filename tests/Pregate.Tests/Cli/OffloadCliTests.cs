@@ -12,15 +12,7 @@ public sealed class OffloadCliTests(ITestOutputHelper output) : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var o = new StringWriter();
-        var e = new StringWriter();
-        int code = Pregate.Cli.Cli.Run(args, o, e);
-        output.WriteLine($"$ pregate {string.Join(' ', args)} -> {code}");
-        if (e.ToString().Length > 0) output.WriteLine("stderr: " + e.ToString().Trim());
-        return (code, o.ToString(), e.ToString());
-    }
+    private (int Code, string Out, string Err) Run(params string[] args) => CliRun.Run(output, args, logStdout: false);
 
     private string Tiny()
     {

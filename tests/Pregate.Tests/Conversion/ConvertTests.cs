@@ -11,6 +11,7 @@ using Pregate.Formats.Export;
 using Pregate.Formats.Gguf;
 using Pregate.Formats.Synth;
 using Pregate.Tests.Models;
+using Pregate.Tests.Cli;
 using Xunit.Abstractions;
 using static Pregate.Tests.Models.ModelTestSupport;
 
@@ -158,12 +159,5 @@ public sealed class ConvertTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(2, RunCli("convert", "--model", hf).Code);
     }
 
-    private (int Code, string Out, string Err) RunCli(params string[] args)
-    {
-        var o = new StringWriter();
-        var e = new StringWriter();
-        int code = Pregate.Cli.Cli.Run(args, o, e);
-        output.WriteLine($"$ pregate {string.Join(' ', args)} -> {code} {e.ToString().Trim()}");
-        return (code, o.ToString(), e.ToString());
-    }
+    private (int Code, string Out, string Err) RunCli(params string[] args) => CliRun.Run(output, args, logStdout: false);
 }

@@ -3,6 +3,7 @@
 using Pregate.Cuda.Native;
 using Pregate.Formats.Synth;
 using Pregate.Core;
+using Pregate.Tests.Cli;
 using Xunit.Abstractions;
 
 namespace Pregate.Tests.Cuda;
@@ -14,14 +15,7 @@ public sealed class NoGpuTests(ITestOutputHelper output) : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var o = new StringWriter();
-        var e = new StringWriter();
-        int code = Pregate.Cli.Cli.Run(args, o, e);
-        output.WriteLine($"$ pregate {string.Join(' ', args)} -> {code}; stderr: {e.ToString().Trim()}");
-        return (code, o.ToString(), e.ToString());
-    }
+    private (int Code, string Out, string Err) Run(params string[] args) => CliRun.Run(output, args, logStdout: false);
 
     private static bool DriverPresent() => NativeLibraries.TryLoad(NativeLibrarySpec.Driver, out _, out _);
 

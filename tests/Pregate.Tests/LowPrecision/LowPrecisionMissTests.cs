@@ -13,6 +13,7 @@ using Pregate.Formats.Synth;
 using Pregate.Kernels;
 using Pregate.Models;
 using Pregate.Tests.Experts;
+using Pregate.Tests.Cli;
 using Xunit.Abstractions;
 using static Pregate.Tests.Models.ModelTestSupport;
 
@@ -317,14 +318,7 @@ public sealed class LowPrecisionMissTests(ITestOutputHelper output) : IDisposabl
 
     private static string EngineOptionSetLine(ModelSession s, ExpertStats stats) => Pregate.Cli.EngineOptionSet.DescribeStats(s.ExpertPlacement, stats);
 
-    private (int Code, string Out, string Err) Cli(params string[] args)
-    {
-        var o = new StringWriter();
-        var e = new StringWriter();
-        int code = Pregate.Cli.Cli.Run(args, o, e);
-        output.WriteLine($"$ pregate {string.Join(' ', args)} -> {code} {e.ToString().Trim().Split('\n').LastOrDefault()}");
-        return (code, o.ToString(), e.ToString());
-    }
+    private (int Code, string Out, string Err) Cli(params string[] args) => CliRun.Run(output, args, logStdout: false);
 
     // Feeds the tokens one at a time (the single-token path of the runner) after a reset and returns the logits after each.
     private static float[][] Decode(ModelSession session, int[] tokens)

@@ -7,6 +7,7 @@ using Pregate.Formats;
 using Pregate.Formats.Gguf;
 using Pregate.Formats.Synth;
 using Pregate.Tests.Models;
+using Pregate.Tests.Cli;
 using Xunit.Abstractions;
 using static Pregate.Tests.Models.ModelTestSupport;
 
@@ -273,12 +274,5 @@ public sealed class ModelQuantizeTests(ITestOutputHelper output) : IDisposable
         return (code, o);
     }
 
-    private (int, string, string) Cli(string[] args)
-    {
-        var o = new StringWriter();
-        var e = new StringWriter();
-        int code = Pregate.Cli.Cli.Run(args, o, e);
-        output.WriteLine($"$ pregate {string.Join(' ', args)} -> {code} {e.ToString().Trim().Split('\n').LastOrDefault()}");
-        return (code, o.ToString(), e.ToString());
-    }
+    private (int, string, string) Cli(string[] args) => CliRun.Run(output, args, logStdout: false);
 }

@@ -1,21 +1,14 @@
 // `pregate bench --serve-load` on the tiny synthetic model: one round per client count, each client gets exactly
 // --gen-tokens tokens (ignore_eos), the concurrent round decodes in batches, and bad --clients lists are user errors.
 using System.Text.Json;
+using Pregate.Tests.Cli;
 using Xunit.Abstractions;
 
 namespace Pregate.Tests.Server;
 
 public sealed class ServeLoadBenchTests(ITestOutputHelper output)
 {
-    private (int Code, string Out, string Err) Run(params string[] args)
-    {
-        using var o = new StringWriter();
-        using var e = new StringWriter();
-        int code = Pregate.Cli.Cli.Run(args, o, e);
-        output.WriteLine(o.ToString());
-        output.WriteLine(e.ToString());
-        return (code, o.ToString(), e.ToString());
-    }
+    private (int Code, string Out, string Err) Run(params string[] args) => CliRun.Run(output, args);
 
     [Fact(Timeout = 180_000)]
     public async Task EachRoundStreamsTheAskedTokensToEveryClient()
