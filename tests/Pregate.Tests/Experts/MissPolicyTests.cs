@@ -1,6 +1,5 @@
 // The miss policies beyond load: compute never puts an expert into the cache, auto computes page-cached experts in place
 // and loads cold ones while slots are free, and the cost model's decisions follow its documented formula.
-using System.Runtime.InteropServices;
 using Pregate.Core;
 using Pregate.Engine;
 using Pregate.Experts;
@@ -152,25 +151,5 @@ public sealed unsafe partial class MissPolicyTests(ITestOutputHelper output) : I
         // A measured disk far faster than the map reads makes even a popular victim worth evicting.
         model.ObserveLoader(new ExpertCacheStats(0, 0, 100, 1L << 30, 0, 0, 0, 0, 0, TimeSpan.Zero, TimeSpan.FromSeconds(0.01)));
         Assert.False(model.PreferCompute(cold, victim: popular, token: 40, out _));
-    }
-
-    // Feeds the tokens one at a time (the single-token path of the runner) and returns the logits after each.
-    private static float[][] Decode(ModelSession session, int[] tokens)
-    {
-        session.State.Reset();
-        var rows = new float[tokens.Length][];
-        for (int i = 0; i < tokens.Length; i++)
-        {
-            rows[i] = new float[session.Config.VocabSize];
-            session.Model.Forward(session.State, tokens[i], rows[i], session.Team);
-        }
-        return rows;
-    }
-
-    private static void AssertBitIdentical(float[][] expected, float[][] actual)
-    {
-        Assert.Equal(expected.Length, actual.Length);
-        for (int r = 0; r < expected.Length; r++)
-            Assert.Equal(MemoryMarshal.Cast<float, int>(expected[r]).ToArray(), MemoryMarshal.Cast<float, int>(actual[r]).ToArray());
     }
 }

@@ -223,13 +223,6 @@ public sealed class OffloadingInvariantTests(ITestOutputHelper output)
         return DirectFileReader.AlignUp(OffloadedExperts.LayoutOf(ck).SlotBytes);
     }
 
-    private static void AssertBitIdentical(float[][] expected, float[][] actual)
-    {
-        Assert.Equal(expected.Length, actual.Length);
-        for (int r = 0; r < expected.Length; r++)
-            Assert.Equal(MemoryMarshal.Cast<float, int>(expected[r]).ToArray(), MemoryMarshal.Cast<float, int>(actual[r]).ToArray());
-    }
-
     // A copy of an HF checkpoint with its tensors spread over shards of at most maxShardBytes (made once per test run).
     private static string Reshard(string source, long maxShardBytes)
     {

@@ -2,7 +2,6 @@
 // Threshold 0 is bit-identical to resident; otherwise the logits equal an independent reference that computes the
 // substituted experts from the copy (chosen by the documented rule), fewer bytes are read than by loading, and files
 // without copies or with malformed ones give clear errors.
-using System.Runtime.InteropServices;
 using Pregate.Core;
 using Pregate.Engine;
 using Pregate.Experts;
@@ -319,24 +318,4 @@ public sealed class LowPrecisionMissTests(ITestOutputHelper output) : IDisposabl
     private static string EngineOptionSetLine(ModelSession s, ExpertStats stats) => Pregate.Cli.EngineOptionSet.DescribeStats(s.ExpertPlacement, stats);
 
     private (int Code, string Out, string Err) Cli(params string[] args) => CliRun.Run(output, args, logStdout: false);
-
-    // Feeds the tokens one at a time (the single-token path of the runner) after a reset and returns the logits after each.
-    private static float[][] Decode(ModelSession session, int[] tokens)
-    {
-        session.State.Reset();
-        var rows = new float[tokens.Length][];
-        for (int i = 0; i < tokens.Length; i++)
-        {
-            rows[i] = new float[session.Config.VocabSize];
-            session.Model.Forward(session.State, tokens[i], rows[i], session.Team);
-        }
-        return rows;
-    }
-
-    private static void AssertBitIdentical(float[][] expected, float[][] actual)
-    {
-        Assert.Equal(expected.Length, actual.Length);
-        for (int r = 0; r < expected.Length; r++)
-            Assert.Equal(MemoryMarshal.Cast<float, int>(expected[r]).ToArray(), MemoryMarshal.Cast<float, int>(actual[r]).ToArray());
-    }
 }

@@ -1,4 +1,5 @@
 // Shared pieces of the model tests: synthetic models on disk (cached per test run), token streams, error measures.
+using System.Runtime.InteropServices;
 using Pregate.Core;
 using Pregate.Engine;
 using Pregate.Formats.Synth;
@@ -52,5 +53,26 @@ internal static class ModelTestSupport
     {
         var r = s.CreateGenerator().Generate(prompt, new GenerationOptions { MaxTokens = count, Sampling = SamplingOptions.Greedy, StopAtEos = false });
         return r.Tokens.ToList();
+    }
+
+    /// <summary>Feeds the tokens one at a time (the single-token path) after a reset; the logits after each.</summary>
+    public static float[][] Decode(ModelSession session, int[] tokens)
+    {
+        session.State.Reset();
+        var rows = new float[tokens.Length][];
+        for (int i = 0; i < tokens.Length; i++)
+        {
+            rows[i] = new float[session.Config.VocabSize];
+            session.Model.Forward(session.State, tokens[i], rows[i], session.Team);
+        }
+        return rows;
+    }
+
+    /// <summary>Every row of <paramref name="actual"/> has the bits of the same row of <paramref name="expected"/>.</summary>
+    public static void AssertBitIdentical(float[][] expected, float[][] actual)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        for (int r = 0; r < expected.Length; r++)
+            Assert.Equal(MemoryMarshal.Cast<float, int>(expected[r]).ToArray(), MemoryMarshal.Cast<float, int>(actual[r]).ToArray());
     }
 }
