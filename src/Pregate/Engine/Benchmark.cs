@@ -321,14 +321,16 @@ public sealed class SessionBenchmarkTarget(ModelSession session) : IBatchedBench
     private InferenceState[] _active = [session.State];
     private DecodeBatch? _batch;
     private readonly bool _offloaded = session.ExpertPlacement.Offloaded;
+    private ExpertStats? _decodeStart;  // the expert counters at the first decode step since the last reset
 
     public int VocabSize => session.Config.VocabSize;
 
     /// <summary>
-    /// The expert figures of the decode steps since the last reset (a pass's decode loop: <see cref="Benchmark.Run"/>
-    /// resets before each pass, so after it they are the measured pass's); all zero when the experts are resident.
+    /// The expert figures from the first decode step since the last reset until now: read right after
+    /// <see cref="Benchmark.Run"/> (which resets before each pass and prefills before decoding), those of the measured
+    /// pass's decode loop. All zero when the experts are resident or nothing was decoded.
     /// </summary>
-    public DecodeExpertFigures DecodeExperts { get; private set; }
+    public DecodeExpertFigures DecodeExperts => _decodeStart is { } start ? DecodeExpertFigures.Of(session.ExpertStats - start) : default;
 
     public void Reset() => Reset(1);
 
@@ -344,7 +346,7 @@ public sealed class SessionBenchmarkTarget(ModelSession session) : IBatchedBench
         if (sequences > 1 && (_batch is null || _batch.MaxSequences < sequences)) _batch = session.Model.CreateDecodeBatch(sequences);
         _active = _states.GetRange(0, sequences).ToArray();
         foreach (var state in _active) state.Reset();
-        DecodeExperts = default;
+        _decodeStart = null;
     }
 
     public void Prefill(ReadOnlySpan<int> tokens, Span<float> lastLogits) => Prefill(0, tokens, lastLogits);
@@ -354,9 +356,8 @@ public sealed class SessionBenchmarkTarget(ModelSession session) : IBatchedBench
 
     public void Decode(int token, Span<float> logits)
     {
-        var before = _offloaded ? session.ExpertStats : default;
+        MarkDecodeStart();
         session.Model.Forward(session.State, token, logits, session.Team);
-        if (_offloaded) DecodeExperts += session.ExpertStats - before;
     }
 
     public void DecodeStep(ReadOnlySpan<int> tokens, Span<float> logits)
@@ -366,9 +367,14 @@ public sealed class SessionBenchmarkTarget(ModelSession session) : IBatchedBench
             Decode(tokens[0], logits);
             return;
         }
-        var before = _offloaded ? session.ExpertStats : default;
+        MarkDecodeStart();
         session.Model.ForwardStep(_batch!, _active, tokens, logits, session.Team);
-        if (_offloaded) DecodeExperts += session.ExpertStats - before;
+    }
+
+    // One snapshot per pass, before its first decode step, rather than two around every step in the timed loop.
+    private void MarkDecodeStart()
+    {
+        if (_offloaded && _decodeStart is null) _decodeStart = session.ExpertStats;
     }
 }
 
@@ -385,9 +391,9 @@ public readonly record struct DecodeExpertFigures(long Tokens, long BytesRead, T
     /// <summary>Bytes read per second of decode: what the steps asked of the disk.</summary>
     public double BytesPerSecond => Elapsed <= TimeSpan.Zero ? 0 : BytesRead / Elapsed.TotalSeconds;
 
-    /// <summary>Adds the figures of one stretch (the difference of two snapshots) to these.</summary>
-    public static DecodeExpertFigures operator +(DecodeExpertFigures a, ExpertStats stretch) =>
-        new(a.Tokens + stretch.Tokens, a.BytesRead + stretch.BytesRead, a.Stall + stretch.Cache.Stall, a.IoBusy + stretch.Cache.IoBusy, a.Elapsed + stretch.Elapsed);
+    /// <summary>The figures of one stretch of decode steps (the difference of two snapshots).</summary>
+    public static DecodeExpertFigures Of(ExpertStats stretch) =>
+        new(stretch.Tokens, stretch.BytesRead, stretch.Cache.Stall, stretch.Cache.IoBusy, stretch.Elapsed);
 
     /// <summary>Figures of two stretches together.</summary>
     public static DecodeExpertFigures operator +(DecodeExpertFigures a, DecodeExpertFigures b) =>
