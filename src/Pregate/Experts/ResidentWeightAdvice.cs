@@ -3,6 +3,7 @@
 // the page cache. madvise(2): MADV_RANDOM on each resident tensor (faults read only their own page), MADV_WILLNEED to
 // load the resident tensors up front, exactly their pages.
 using System.Runtime.InteropServices;
+using Pregate.Core;
 using Pregate.Formats;
 
 namespace Pregate.Experts;
@@ -26,10 +27,15 @@ internal static unsafe partial class ResidentWeightAdvice
             long start = view.Pointer / page * page;
             long end = (view.Pointer + view.ByteLength + page - 1) / page * page;
             Madvise((void*)start, (nuint)(end - start), AdviseRandom);
-            bool sparse = spec.Role == TensorRole.TokenEmbedding && !ck.Config.TieWordEmbeddings;
-            if (!sparse) Madvise((void*)start, (nuint)(end - start), AdviseWillNeed);
+            if (!ReadsRowsOnly(spec.Role, ck.Config)) Madvise((void*)start, (nuint)(end - start), AdviseWillNeed);
         }
     }
+
+    /// <summary>
+    /// True for the tensor a forward pass reads only a few rows of: the token embedding, unless it is also the output
+    /// matrix (tied), which every token reads whole.
+    /// </summary>
+    public static bool ReadsRowsOnly(TensorRole role, ModelConfig c) => role == TensorRole.TokenEmbedding && !c.TieWordEmbeddings;
 
     [LibraryImport("libc", EntryPoint = "madvise")]
     private static partial int Madvise(void* address, nuint length, int advice);

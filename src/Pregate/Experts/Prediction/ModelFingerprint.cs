@@ -28,7 +28,7 @@ public static class ModelFingerprint
             }
             var t = ck.Get(spec.Role, spec.Layer);
             Text($"{spec.Role} {spec.Layer} {t.Type} [{string.Join(",", t.Shape)}]");
-            if (spec.Role == TensorRole.TokenEmbedding && !c.TieWordEmbeddings) HashFromFile(ck, t, h);
+            if (ResidentWeightAdvice.ReadsRowsOnly(spec.Role, c)) HashFromFile(ck, t, h);
             else HashMapped(t, h);
         }
         return Convert.ToHexStringLower(h.GetHashAndReset());
